@@ -1,0 +1,36 @@
+"""xldensf: fast latent data assimilation (LD-EnSF) for xarray Datasets.
+
+Examples
+--------
+>>> import xldensf as xl
+>>> truth = xl.simulate("lorenz96", runs=1, seed=0, preset="small", progress=False)
+>>> sorted(truth.data_vars)
+['x']
+"""
+
+from ._version import __version__
+from .errors import (
+    ConfigurationError,
+    DataError,
+    ParameterError,
+    UnitsError,
+    UnknownNameError,
+    XLDEnSFError,
+)
+from .options import get_options, set_options
+from .simulators import CASES, simulate, simulator
+
+__all__ = [
+    "__version__",
+    "XLDEnSFError",
+    "UnknownNameError",
+    "ParameterError",
+    "ConfigurationError",
+    "DataError",
+    "UnitsError",
+    "set_options",
+    "get_options",
+    "CASES",
+    "simulate",
+    "simulator",
+]

@@ -1,0 +1,57 @@
+"""Package-wide options, set with :func:`set_options` (as in ``xarray.set_options``).
+
+Examples
+--------
+>>> import xldensf as xl
+>>> with xl.set_options(progress=False):
+...     xl.get_options()["progress"]
+False
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from .errors import UnknownNameError, XLDEnSFError, expected_found
+
+__all__ = ["set_options", "get_options"]
+
+_OPTIONS: dict[str, Any] = {"progress": True}
+_VALIDATORS: dict[str, Callable[[Any], bool]] = {"progress": lambda value: isinstance(value, bool)}
+
+
+def get_options() -> dict[str, Any]:
+    """A copy of the current options."""
+    return dict(_OPTIONS)
+
+
+class set_options:  # noqa: N801 - lower case like xarray.set_options
+    """Set options globally or, as a context manager, for a block.
+
+    Parameters
+    ----------
+    progress : bool
+        Show progress bars (``tqdm.auto``) on long work. Default ``True``.
+    """
+
+    def __init__(self, **options: Any) -> None:
+        self._previous = {}
+        for name, value in options.items():
+            if name not in _OPTIONS:
+                raise UnknownNameError(expected_found("option", _OPTIONS, name))
+            if not _VALIDATORS[name](value):
+                raise XLDEnSFError(expected_found(f"option {name}", "a bool", value))
+            self._previous[name] = _OPTIONS[name]
+        _OPTIONS.update(options)
+
+    def __enter__(self) -> set_options:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        _OPTIONS.update(self._previous)
+
+
+def progress_enabled(progress: bool | None) -> bool:
+    """Resolve a per-call ``progress`` argument against the global option."""
+    return _OPTIONS["progress"] if progress is None else bool(progress)
