@@ -8,6 +8,7 @@ Examples
 ['x']
 """
 
+from . import accessor  # noqa: F401  (registers ds.ldensf)
 from ._version import __version__
 from .errors import (
     ConfigurationError,

@@ -1,0 +1,34 @@
+"""The ``ds.ldensf`` Dataset accessor: thin delegation to the xarray-level functions.
+
+Importing :mod:`xldensf` registers it.
+
+Examples
+--------
+>>> import xldensf as xl
+>>> truth = xl.simulate("lorenz96", runs=1, seed=0, preset="small").isel(run=0)
+>>> obs = truth.ldensf.observe(stations=10, noise=0.1, seed=0)
+>>> obs.sizes["station"]
+10
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import xarray as xr
+
+__all__ = ["LDEnSFAccessor"]
+
+
+@xr.register_dataset_accessor("ldensf")
+class LDEnSFAccessor:
+    """Data assimilation methods on any CF Dataset: ``ds.ldensf.<method>``."""
+
+    def __init__(self, dataset: xr.Dataset) -> None:
+        self._obj = dataset
+
+    def observe(self, stations: Any, **kwargs: Any) -> xr.Dataset:
+        """Sample noisy station observations; see :func:`xldensf.observations.observe`."""
+        from .observations import observe
+
+        return observe(self._obj, stations, **kwargs)
