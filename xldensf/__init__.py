@@ -8,7 +8,10 @@ Examples
 ['x']
 """
 
-from . import accessor  # noqa: F401  (registers ds.ldensf)
+from . import (
+    accessor,  # noqa: F401  (registers ds.ldensf)
+    io,
+)
 from ._version import __version__
 from .errors import (
     ConfigurationError,
@@ -23,6 +26,7 @@ from .simulators import CASES, simulate, simulator
 
 __all__ = [
     "__version__",
+    "io",
     "XLDEnSFError",
     "UnknownNameError",
     "ParameterError",

@@ -1,0 +1,76 @@
+"""The ``xldensf`` command line: ``xldensf simulate|demo ...``.
+
+Examples
+--------
+>>> main(["simulate", "lorenz96", "--preset", "small", "--seed", "0", "--quiet",
+...       "--output", "/dev/null"])  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from . import __version__
+from .errors import XLDEnSFError
+
+__all__ = ["main"]
+
+
+def _simulate(args: argparse.Namespace) -> None:
+    from .io import write_netcdf
+    from .simulators import simulate
+
+    dataset = simulate(args.case, runs=args.runs, seed=args.seed, preset=args.preset,
+                       dtype=args.dtype, device=args.device, progress=not args.quiet)
+    write_netcdf(dataset, args.output)
+    print(f"wrote {args.output}: {dict(dataset.sizes)}")
+
+
+def _demo(args: argparse.Namespace) -> None:
+    from .demo import run_demo
+
+    run_demo(args.output, seed=args.seed, progress=not args.quiet)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``xldensf`` command."""
+    from .simulators import CASES, PRESETS
+
+    parser = argparse.ArgumentParser(prog="xldensf", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"xldensf {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    simulate = commands.add_parser("simulate", help="run a full-order simulator to netCDF")
+    simulate.add_argument("case", choices=sorted(CASES))
+    simulate.add_argument("--preset", choices=PRESETS, default="small")
+    simulate.add_argument("--runs", type=int, default=1)
+    simulate.add_argument("--seed", type=int, default=None)
+    simulate.add_argument("--dtype", choices=["float32", "float64"], default="float64")
+    simulate.add_argument("--device", default=None)
+    simulate.add_argument("--output", "-o", required=True, help="netCDF file to write")
+    simulate.add_argument("--quiet", action="store_true", help="no progress bars")
+    simulate.set_defaults(handler=_simulate)
+
+    demo = commands.add_parser("demo", help="the built-in demonstration (small tsunami)")
+    demo.add_argument("--output", "-o", default="out", help="directory for netCDF and PNG")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--quiet", action="store_true", help="no progress bars")
+    demo.set_defaults(handler=_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit status (2 for xldensf errors)."""
+    args = build_parser().parse_args(argv)
+    try:
+        args.handler(args)
+    except XLDEnSFError as err:
+        print(f"xldensf: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
