@@ -32,3 +32,18 @@ nb_execution_mode = "off"
 myst_enable_extensions = ["dollarmath", "amsmath"]
 html_theme = "alabaster"
 html_static_path = []
+
+
+def _copy_notebooks() -> None:
+    """Render the executed notebooks of ``notebooks/`` as the Examples section."""
+    import shutil
+    from pathlib import Path
+
+    source = Path(__file__).parent.parent / "notebooks"
+    target = Path(__file__).parent / "examples"
+    target.mkdir(exist_ok=True)
+    for notebook in sorted(source.glob("*.ipynb")):
+        shutil.copy2(notebook, target / notebook.name)
+
+
+_copy_notebooks()
