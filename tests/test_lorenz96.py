@@ -71,11 +71,12 @@ def test_energy_identity_time_averaged(long_run):
     F = 8.0
     end_term = long_run["energy_change"] / (2 * long_run["n_sites"] * long_run["duration"])
     imbalance = long_run["mean_square"] - F * long_run["mean"]
-    # Left: exact identity minus the discrete time average (rectangle rule, O(dt^2) per unit
-    # of variation; the time means themselves are ~18.7, the end term ~1e-2).
-    assert torch.allclose(imbalance, -end_term, atol=2e-3 * 18.7), (imbalance - (-end_term))
-    # Without the end-point term the balance only holds to that term's size.
-    assert float(imbalance.abs().max()) < 0.05 * 18.7
+    # The trapezoidal time means (dt = 0.05, signal varying on ~0.2 time units) carry a
+    # quadrature error of ~1e-4 of the means (~18.7); measured 1.3e-3, allow 5e-3.
+    assert torch.allclose(imbalance, -end_term, atol=5e-3), (imbalance + end_term)
+    # The end-point term is larger than that tolerance (measured up to 0.036), so the check
+    # above really tests the identity, not just the long-run balance.
+    assert float(end_term.abs().max()) > 5e-3
 
 
 def test_energy_decay_without_forcing():
@@ -198,8 +199,8 @@ def test_simulate_with_pint_quantity():
     percent = xl.simulate("lorenz96", parameters={"F": units.Quantity(800.0, "percent")},
                           seed=1, preset="small", n_outputs=2)
     assert float(percent["F"][0]) == pytest.approx(8.0)
-    # Each run follows its own forcing: the F = 6 and F = 10 climates differ clearly
-    # (time means over the 10 stored frames: ~1.9 vs ~2.7 on the attractor, spread ~0.4).
+    # Each run follows its own forcing: the run with F = 10 has the larger mean (measured
+    # over these 11 frames: 2.02 at F = 6, 2.63 at F = 10; the gap exceeds their spread).
     assert float(ds["x"].sel(run=2).mean()) > float(ds["x"].sel(run=0).mean())
 
 
