@@ -116,6 +116,10 @@ def test_geometry_from_simulator_matches_dataset(lorenz):
     from_model = GridGeometry.from_simulator(xl.simulator("lorenz96", preset="small"))
     from_data = GridGeometry.from_dataset(lorenz)
     assert from_model.shape == from_data.shape and from_model.axes[0].period == 40.0
+    for case in xl.CASES:  # every registered simulator: same dims, in the state's order
+        model = xl.simulator(case, preset="small")
+        geometry = GridGeometry.from_simulator(model)
+        assert geometry.dims == model.grid_dims and geometry.shape == model.grid_shape
 
 
 def test_distances():

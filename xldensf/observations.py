@@ -320,7 +320,9 @@ class GridGeometry:
         (40,)
         """
         coords = {c.name: (c.name, np.asarray(c.values), c.attrs) for c in model.grid_coordinates}
-        return cls.from_dataset(xr.Dataset(coords=coords, attrs={"xldensf_case": model.case}))
+        layout = {"grid": (model.grid_dims, np.broadcast_to(0.0, model.grid_shape))}  # dim order
+        return cls.from_dataset(xr.Dataset(layout, coords=coords,
+                                           attrs={"xldensf_case": model.case}))
 
     @staticmethod
     def _axis(dataset: xr.Dataset, name: str, role: str) -> GridAxis:
