@@ -127,6 +127,7 @@ def test_wave_speed_is_sqrt_gH(depth):
     assert worst < 0.01
 
 
+@pytest.mark.slow
 def test_error_decreases_with_resolution_at_second_order():
     # Reference on 315 x 315 cells; 315 is an odd multiple of each coarse size, so coarse cell
     # centres coincide with reference centres (no interpolation error). Full physics (beta
