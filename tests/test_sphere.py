@@ -25,7 +25,8 @@ from xldensf.simulators.sphere import (
 )
 
 #: The unforced sphere: no mountain, no forcing, no spin-up.
-UNFORCED = {"orography_height": 0.0, "forcing_time": None, "spinup_time": 0.0}
+UNFORCED = {"orography_height": 0.0, "forcing_time": None, "relaxation_time": None,
+            "spinup_time": 0.0}
 #: Williamson case 2: u0 = 2 pi a / 12 days, g h0 = 2.94e4 m2 s-2.
 WILLIAMSON2 = {"jet_speed": 2 * math.pi * EARTH_RADIUS / (12 * DAY),
                "base_height": 2.94e4 / GRAVITY, "max_wind": 40.0}
@@ -69,14 +70,17 @@ def test_grid_is_gaussian_north_to_south_and_round_trips():
 
 
 def test_williamson2_steady_state_float64():
-    model = unforced_model(5, 5, hyperdiffusion_time=None, dt=1800.0, **WILLIAMSON2)
+    # 48 x 24 (T23) is enough: the case-2 fields are degree <= 2 (CFL bound 2494 s).
+    model = unforced_model(5, 5, hyperdiffusion_time=None, dt=2400.0, nlon=48, nlat=24,
+                           **WILLIAMSON2)
     initial = williamson2_state(model)
     assert model.config.jet_speed == pytest.approx(38.61, abs=0.01)  # m s-1
     final = model.trajectory(model.default_parameters(1), initial_state=initial)[:, -1]
     # The exact solution is the initial state; the spectral tendency of it vanishes to
-    # rounding, so only round-off accumulates (measured 4.6e-9; the spec asks 1e-5).
-    assert relative_l2(final[0, 0], initial[0, 0]) < 1e-5
-    assert float((final[0, 1:] - initial[0, 1:]).abs().max()) < 1e-3  # m s-1, same reason
+    # rounding, so only round-off accumulates: measured 8e-15 after 150 steps. The issue
+    # asks for 1e-5; 1e-10 still leaves room for other BLAS summation orders.
+    assert relative_l2(final[0, 0], initial[0, 0]) < 1e-10
+    assert float((final[0, 1:] - initial[0, 1:]).abs().max()) < 1e-8  # m s-1, same reason
 
 
 def test_mass_is_conserved_to_rounding_with_mountain_and_diffusion():
@@ -90,8 +94,9 @@ def test_mass_is_conserved_to_rounding_with_mountain_and_diffusion():
     assert float((mass - mass[0]).abs().max() / mass[0]) < 1e-10
 
 
+@pytest.mark.slow  # ~25 s on a loaded 2-core machine
 def test_rossby_haurwitz_wave_keeps_amplitude_and_travels_east():
-    days = 4
+    days = 3
     model = unforced_model(days, 1, base_height=8000.0, max_wind=100.0, dt=960.0)
     frames = model.trajectory(model.default_parameters(1),
                               initial_state=rossby_haurwitz_state(model))[0].numpy()
@@ -100,7 +105,7 @@ def test_rossby_haurwitz_wave_keeps_amplitude_and_travels_east():
     amplitude = [np.sqrt((np.abs(np.fft.rfft(v, axis=-1)[:, 4]) ** 2 * weights).sum())
                  for v in frames[:, 2]]
     # The shallow-water RH4 wave is not an exact solution but keeps its shape for weeks;
-    # measured amplitude change -1.6 % after 4 days, 5 % allowed.
+    # measured amplitude change -1.3 % after 3 days (-2.2 % after 4), 5 % allowed.
     assert abs(amplitude[-1] / amplitude[0] - 1) < 0.05
     row = np.argmin(np.abs(np.degrees(model.latitudes) - 45.0))
     phase = [-np.angle(np.fft.rfft(h[row])[4]) / 4 for h in frames[:, 0]]
@@ -108,25 +113,27 @@ def test_rossby_haurwitz_wave_keeps_amplitude_and_travels_east():
     R, K = 4, 7.848e-6
     nondivergent = np.degrees((R * (3 + R) * K - 2 * EARTH_ROTATION) / ((1 + R) * (2 + R)) * DAY)
     # Haurwitz's speed (12.2 deg/day) is for non-divergent flow; divergence slows the
-    # shallow-water wave (measured 11.2 deg/day). Eastward and within 15 %.
+    # shallow-water wave (measured 10.7-11.5 deg/day). Eastward and within 15 %.
     assert speed > 0
     assert abs(speed / nondivergent - 1) < 0.15
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # ~60 s on a loaded 2-core machine
 def test_galewsky_jet_rolls_up_only_when_perturbed():
-    config = {"nlon": 128, "nlat": 64, "truncation": 42, "dt": 720.0, "base_height": 10000.0,
+    config = {"nlon": 96, "nlat": 48, "truncation": 31, "dt": 900.0, "base_height": 10000.0,
               "max_wind": 100.0, "hyperdiffusion_time": DAY}
-    model = unforced_model(6, 6, **config)
-    parameters = model.default_parameters(2)
+    model = unforced_model(6, 1, **config)
     initial = torch.cat((galewsky_state(model), galewsky_state(model, perturbation=0.0)))
-    frames = model.trajectory(parameters, initial_state=initial)
-    meridional = frames[:, -1, 2].abs().amax(dim=(-2, -1))
-    perturbed, balanced = float(meridional[0]), float(meridional[1])
-    # Criterion (see docs): the balanced jet stays zonal, the perturbed one breaks into
-    # eddies with meridional winds of tens of m s-1 by day 6.
-    assert balanced < 1.0
-    assert perturbed > 10.0
+    frames = model.trajectory(model.default_parameters(2), initial_state=initial)
+    meridional = frames[:, :, 2].abs().amax(dim=(-2, -1))  # max |v| per run and day
+    perturbed, balanced = meridional[0], meridional[1]
+    # Criterion: the 120 m bump grows into eddies (measured max |v| 0.4 m/s at day 1,
+    # 25.6 m/s at day 6 at this T31 resolution), while the balanced jet stays zonal
+    # (measured < 0.01 m/s: only round-off and the truncation of the jet profile).
+    assert float(perturbed[6]) > 10.0
+    assert float(perturbed[6]) > 10 * float(perturbed[1])
+    assert torch.all(perturbed[2:] > perturbed[1:-1])  # monotonic growth from day 1
+    assert float(balanced.max()) < 0.1
 
 
 def test_small_preset_forced_runs_as_dataset():

@@ -6,7 +6,7 @@ torch-harmonics) and classical fourth-order Runge-Kutta time stepping::
 
     d zeta/dt = -div((zeta + f) V)
     d delta/dt = curl((zeta + f) V) - lap(g (h + h_s) + |V|^2 / 2)
-    d h/dt     = -div(h V) + (h_eq + h_f(t) - h) / tau_f        (global mean removed)
+    d h/dt     = -div(h V) + h_f(t) / tau_f + (h_eq - h) / tau_r   (global mean removed)
 
 with relative vorticity ``zeta``, divergence ``delta``, fluid layer thickness ``h``,
 orography ``h_s``, Coriolis parameter ``f = 2 Omega sin(phi)`` and wind ``V = (u, v)``.
@@ -18,10 +18,12 @@ so the global mean of ``h`` (the mass) is conserved to rounding.
 The forcing is the moving height source of the LD-EnSF paper,
 ``h_f = hf0 cos(lambda - lambda_c(t)) exp(-(phi - phi_c(t))^2 / sigma^2)`` with a diurnal
 ``lambda_c(t) = -2 pi t / day`` (westward, like the sun) and a seasonal
-``phi_c(t) = 0.4 sin(2 pi t / year)`` (radians). It enters the continuity equation as a
-Newtonian relaxation of ``h`` towards ``h_eq + h_f`` with time scale ``tau_f``, ``h_eq``
-being the balanced base state. The relaxation keeps the forced flow bounded, and its global
-mean is removed, so the forcing redistributes mass without creating any.
+``phi_c(t) = 0.4 sin(2 pi t / year)`` (radians). It enters the continuity equation as the
+source ``h_f / tau_f``; with the default ``tau_f = day / (2 pi)`` the height response to the
+diurnally moving source has an amplitude of about ``hf0``. A Newtonian relaxation towards the
+balanced base state ``h_eq`` with time scale ``tau_r`` (5 days) keeps the forced flow
+bounded. The global mean of both terms is removed, so the forcing redistributes mass without
+creating any.
 
 Grid: ``nlat`` Gauss latitudes ordered from north to south (descending, as in
 torch-harmonics) and ``nlon`` equally spaced longitudes from 0 degrees east. Time in
@@ -30,8 +32,9 @@ seconds. Earth constants follow Williamson et al. (1992, JCP 102).
 Examples
 --------
 >>> import xldensf as xl
->>> model = xl.simulator("atmosphere", preset="small", n_outputs=2, spinup_time=0.0)
->>> frames = model.trajectory(model.default_parameters(1))
+>>> model = xl.simulator("atmosphere", preset="small", n_outputs=2, output_every=1,
+...                      spinup_time=0.0)
+>>> frames = model.trajectory(model.default_parameters(1))   # one 20-minute step
 >>> tuple(frames.shape)            # (batch, time, (h, u, v), lat, lon)
 (1, 2, 3, 32, 64)
 """
@@ -111,8 +114,11 @@ class AtmosphereConfig:
     hyperdiffusion_time
         E-folding time of the ``del^4`` diffusion at degree ``N`` [s]; ``None`` turns it off.
     forcing_time
-        Relaxation time ``tau_f`` of ``h`` towards ``h_eq + h_f`` [s]; ``None`` turns the
-        forcing (and the relaxation) off.
+        Time scale ``tau_f`` of the height source ``h_f / tau_f`` [s]; ``None`` turns the
+        forcing off.
+    relaxation_time
+        Time scale ``tau_r`` of the relaxation of ``h`` towards the base state [s];
+        ``None`` turns it off.
     diurnal_period, seasonal_period
         Periods of ``lambda_c(t)`` and ``phi_c(t)`` [s].
     seasonal_amplitude
@@ -138,7 +144,8 @@ class AtmosphereConfig:
     orography_radius: float = math.pi / 9
     orography_center: tuple[float, float] = (1.5 * math.pi, math.pi / 6)
     hyperdiffusion_time: float | None = 3 * 3600.0
-    forcing_time: float | None = 2 * DAY
+    forcing_time: float | None = DAY / (2 * math.pi)
+    relaxation_time: float | None = 5 * DAY
     diurnal_period: float = DAY
     seasonal_period: float = 365.25 * DAY
     seasonal_amplitude: float = 0.4
@@ -264,7 +271,7 @@ class AtmosphereSimulator(Simulator):
             raise ConfigurationError(expected_found(
                 "spinup_time", f"a non-negative multiple of dt = {config.dt:g} s",
                 config.spinup_time))
-        for name in ("hyperdiffusion_time", "forcing_time"):
+        for name in ("hyperdiffusion_time", "forcing_time", "relaxation_time"):
             value = getattr(config, name)
             if value is not None and not value > 0:
                 raise ConfigurationError(expected_found(name, "a positive time [s] or None",
@@ -283,7 +290,7 @@ class AtmosphereSimulator(Simulator):
         --------
         >>> import xldensf as xl
         >>> round(xl.simulator("atmosphere", preset="small").max_stable_dt())
-        1258
+        1257
         """
         config = self.config
         speed = math.sqrt(GRAVITY * config.base_height) + config.max_wind
@@ -400,7 +407,8 @@ class AtmosphereSimulator(Simulator):
         fluxes = self._divergence_curl(torch.stack((absolute_vorticity * east, height * east), 1),
                                        torch.stack((absolute_vorticity * north, height * north), 1))
         bernoulli = GRAVITY * (height + self._orography) + 0.5 * (east**2 + north**2)
-        forced = self.config.forcing_time is not None
+        config = self.config
+        forced = config.forcing_time is not None
         if forced:
             scalars = self._sht(torch.stack((bernoulli, self.forcing_height(parameters, time)), 1))
         else:
@@ -408,9 +416,13 @@ class AtmosphereSimulator(Simulator):
         d_vorticity = -fluxes[:, 0, 0]
         d_divergence = fluxes[:, 0, 1] + self._ll_over_a / EARTH_RADIUS * scalars[:, 0]
         d_height = -fluxes[:, 1, 0]
+        source = 0.0
         if forced:
-            relaxation = (self._base_height_spec + scalars[:, 1] - spectral[:, 2]) * self._not_mean
-            d_height = d_height + relaxation / self.config.forcing_time
+            source = scalars[:, 1] / config.forcing_time
+        if config.relaxation_time is not None:
+            source = source + (self._base_height_spec - spectral[:, 2]) / config.relaxation_time
+        if forced or config.relaxation_time is not None:
+            d_height = d_height + source * self._not_mean
         return torch.stack((d_vorticity, d_divergence, d_height), dim=1)
 
     def step(self, internal: torch.Tensor, parameters: torch.Tensor,
@@ -514,8 +526,9 @@ def galewsky_state(model: AtmosphereSimulator, perturbation: float = 120.0,
     --------
     >>> import xldensf as xl
     >>> model = xl.simulator("atmosphere", preset="small", orography_height=0.0)
-    >>> round(float(galewsky_state(model)[0, 1].max()))   # jet maximum [m s-1]
-    80
+    >>> jet = galewsky_state(model, perturbation=0.0)
+    >>> round(float(model.global_mean(jet[0, 0])))   # mean thickness [m]
+    10000
     """
     lat0, lat1 = math.pi / 7, math.pi / 2 - math.pi / 7
     normalisation = math.exp(-4.0 / (lat1 - lat0) ** 2)
