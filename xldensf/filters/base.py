@@ -25,6 +25,7 @@ torch.Size([1, 4, 2])
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar, Union
@@ -196,18 +197,23 @@ def prepare_problem(ensemble: torch.Tensor, observations: torch.Tensor, operator
         raise DataError(expected_found("observations shape", f"(n_obs,) or ({batch}, n_obs)",
                                        tuple(observations.shape)))
     observations = observations.expand(batch, -1)
-    obs_std = torch.as_tensor(obs_std).to(ensemble)
-    if (obs_std <= 0).any() or not torch.isfinite(obs_std).all():
-        raise ParameterError(expected_found("obs_std", "positive finite values",
-                                            obs_std.min().item()))
-    try:
-        std = torch.broadcast_to(obs_std, observations.shape)
-    except RuntimeError as err:
-        raise DataError(expected_found("obs_std shape", f"scalar or broadcastable to "
-                                       f"{tuple(observations.shape)}", tuple(obs_std.shape))
-                        ) from err
+    if isinstance(obs_std, (int, float)):  # fast path: no tensor checks for a scalar
+        if not 0 < obs_std < math.inf:
+            raise ParameterError(expected_found("obs_std", "a positive finite value", obs_std))
+        std = torch.full_like(observations, float(obs_std))
+    else:
+        obs_std = torch.as_tensor(obs_std).to(ensemble)
+        if not bool(((obs_std > 0) & torch.isfinite(obs_std)).all()):
+            raise ParameterError(expected_found("obs_std", "positive finite values",
+                                                obs_std.min().item()))
+        try:
+            std = torch.broadcast_to(obs_std, observations.shape)
+        except RuntimeError as err:
+            raise DataError(expected_found("obs_std shape", f"scalar or broadcastable to "
+                                           f"{tuple(observations.shape)}",
+                                           tuple(obs_std.shape))) from err
     missing = torch.isnan(observations)
-    inverse_std = torch.where(missing, torch.zeros_like(std), 1.0 / std)
+    inverse_std = torch.where(missing, 0.0, 1.0 / std)
     return Problem(ensemble, torch.nan_to_num(observations, nan=0.0), inverse_std,
                    ObservationOperator.wrap(operator), batched)
 

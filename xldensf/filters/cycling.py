@@ -59,6 +59,14 @@ def _per_cycle(value, index: int, count: int):
     return value
 
 
+def _check_divergence(ensemble: torch.Tensor, limit: float, what: str) -> None:
+    largest = float(ensemble.detach().abs().amax())
+    if not largest <= limit:  # NaN fails every comparison
+        found = "NaN or Inf" if not torch.isfinite(ensemble).all() else f"|x| = {largest:.3g}"
+        raise FilterDivergenceError(expected_found(what, f"finite values below {limit:.3g}",
+                                                   found))
+
+
 def cycle(
     filter: EnsembleFilter,  # noqa: A002 - the natural name
     advance: Advance,
@@ -152,6 +160,8 @@ def cycle(
         target = float(times[index])
         ensemble = advance(ensemble, time, target - time)
         time = target
+        _check_divergence(ensemble, limit, f"forecast before the {filter.name} analysis at "
+                          f"cycle {index} (t = {time:g})")
         if return_forecasts:
             forecasts.append(summarise(ensemble))
         ensemble = filter.analysis(
@@ -159,12 +169,8 @@ def cycle(
             obs_std[index] if std_per_cycle else obs_std, generator,
             state_positions=state_positions,
             observation_positions=_per_cycle(observation_positions, index, n_cycles))
-        largest = float(ensemble.abs().amax())
-        if not largest <= limit:  # NaN fails every comparison
-            what = "NaN or Inf" if not torch.isfinite(ensemble).all() else f"|x| = {largest:.3g}"
-            raise FilterDivergenceError(expected_found(
-                f"{filter.name} analysis at cycle {index} (t = {time:g})",
-                f"finite values below {limit:.3g}", what))
+        _check_divergence(ensemble, limit, f"{filter.name} analysis at cycle {index} "
+                          f"(t = {time:g})")
         analyses.append(summarise(ensemble))
         bar.update()
     bar.close()

@@ -15,6 +15,7 @@ DAPPER's ``rot=True``.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -50,11 +51,19 @@ def transform_weights(gram: torch.Tensor, projected_innovation: torch.Tensor
     """
     members = gram.shape[-1]
     eigenvalues, vectors = torch.linalg.eigh(gram + (members - 1) * identity_like(gram))
-    mean_weights = vectors @ ((vectors.transpose(-1, -2) @ projected_innovation[..., None])
-                              / eigenvalues[..., None])
-    transform = (vectors * ((members - 1) / eigenvalues).sqrt()[..., None, :]) \
-        @ vectors.transpose(-1, -2)
-    return transform + mean_weights
+    # W = V [diag(sqrt((M-1)/lambda)) V^T + (V^T b / lambda) 1^T]: T and w in one product.
+    coordinates = (projected_innovation[..., None, :] @ vectors)[..., 0, :] / eigenvalues
+    inner = ((members - 1) / eigenvalues).sqrt()[..., :, None] * vectors.transpose(-1, -2)
+    return vectors @ (inner + coordinates[..., :, None])
+
+
+@functools.lru_cache(maxsize=16)
+def _ones_and_complement(members: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``1/sqrt(M)`` as a column and an orthonormal basis of its complement (float64)."""
+    ones = torch.full((members, 1), members ** -0.5, dtype=torch.float64)
+    basis, _ = torch.linalg.qr(torch.cat([ones, torch.eye(members, dtype=torch.float64)[:, 1:]],
+                                         dim=1))
+    return ones, basis[:, 1:]
 
 
 def random_mean_preserving_rotation(members: int, batch: int, generator: torch.Generator | None,
@@ -71,11 +80,7 @@ def random_mean_preserving_rotation(members: int, batch: int, generator: torch.G
     ...      dtype=torch.float64)) and torch.allclose(Q @ Q.T, torch.eye(4, dtype=Q.dtype)))
     True
     """
-    ones = torch.full((members, 1), members ** -0.5, dtype=torch.float64)
-    # An orthonormal basis whose first column is 1/sqrt(M); the others span its complement.
-    basis, _ = torch.linalg.qr(torch.cat([ones, torch.eye(members, dtype=torch.float64)[:, 1:]],
-                                         dim=1))
-    complement = basis[:, 1:]
+    ones, complement = _ones_and_complement(members)
     gaussian = torch.randn(batch, members - 1, members - 1, generator=generator,
                            dtype=torch.float64)
     q, r = torch.linalg.qr(gaussian)

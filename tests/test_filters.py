@@ -1,0 +1,341 @@
+"""Tests of the ensemble filter kernels (xldensf.filters)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import xldensf as xl
+from xldensf.filters import (
+    ETKF,
+    LETKF,
+    EnKF,
+    EnSF,
+    cycle,
+    gaspari_cohn,
+    get_filter,
+    localization_weights,
+    pairwise_distance,
+)
+from xldensf.filters.cycling import FilterDivergenceError
+from xldensf.filters.etkf import random_mean_preserving_rotation
+from xldensf.simulators.lorenz96 import lorenz96_tendency
+
+F64 = torch.float64
+
+
+# ---------------------------------------------------------------- a linear-Gaussian problem
+MEAN = torch.tensor([1.0, -0.5, 0.3], dtype=F64)
+CHOLESKY = torch.tensor([[1.0, 0, 0], [0.5, 0.8, 0], [0.2, -0.3, 0.6]], dtype=F64)
+OPERATOR = torch.tensor([[1.0, 0, 0], [0, 1.0, 1.0]], dtype=F64)
+OBS = torch.tensor([0.0, 0.5], dtype=F64)
+OBS_STD = 1.0
+
+
+def kalman(mean, covariance, operator=OPERATOR, obs=OBS, obs_std=OBS_STD):
+    """Exact Kalman analysis mean and covariance."""
+    innovation_cov = operator @ covariance @ operator.T + obs_std**2 * torch.eye(
+        operator.shape[0], dtype=F64)
+    gain = covariance @ operator.T @ torch.linalg.inv(innovation_cov)
+    return mean + gain @ (obs - operator @ mean), covariance - gain @ operator @ covariance
+
+
+def prior_ensemble(members, seed):
+    generator = torch.Generator().manual_seed(seed)
+    return MEAN + torch.randn(members, 3, generator=generator, dtype=F64) @ CHOLESKY.T
+
+
+def sample_moments(ensemble):
+    return ensemble.mean(0), torch.cov(ensemble.T)
+
+
+@pytest.mark.parametrize("operator_kind", ["dense", "sparse", "callable"])
+def test_etkf_equals_kalman_for_the_sample_moments(operator_kind):
+    prior = prior_ensemble(10, 0)
+    operator = {"dense": OPERATOR, "sparse": OPERATOR.to_sparse(),
+                "callable": lambda x: x @ OPERATOR.T}[operator_kind]
+    analysis = ETKF().analysis(prior, OBS, operator, OBS_STD)
+    mean, covariance = kalman(*sample_moments(prior))
+    # The ETKF is exact in the linear-Gaussian case given the ensemble's moments:
+    # only float64 round-off remains.
+    assert torch.allclose(analysis.mean(0), mean, atol=1e-12)
+    assert torch.allclose(torch.cov(analysis.T), covariance, atol=1e-12)
+
+
+def test_rotation_keeps_the_etkf_moments():
+    prior = prior_ensemble(12, 1)
+    generator = torch.Generator().manual_seed(0)
+    plain = ETKF().analysis(prior, OBS, OPERATOR, OBS_STD)
+    rotated = ETKF(rotate=True).analysis(prior, OBS, OPERATOR, OBS_STD, generator)
+    assert not torch.allclose(plain, rotated)  # the members did change
+    # A mean-preserving orthogonal rotation keeps mean and covariance (round-off only).
+    assert torch.allclose(plain.mean(0), rotated.mean(0), atol=1e-12)
+    assert torch.allclose(torch.cov(plain.T), torch.cov(rotated.T), atol=1e-12)
+    rotation = random_mean_preserving_rotation(5, 3, generator, F64, torch.device("cpu"))
+    ones = torch.ones(5, dtype=F64)
+    assert torch.allclose(rotation @ ones, ones.expand(3, 5), atol=1e-12)
+
+
+def _convergence(filter_, sizes=(25, 100, 400, 1600), repeats=4):
+    """Mean error norms (mean, covariance) against the exact Kalman filter of the true prior."""
+    exact_mean, exact_cov = kalman(MEAN, CHOLESKY @ CHOLESKY.T)
+    errors = []
+    for members in sizes:
+        mean_error = cov_error = 0.0
+        for seed in range(repeats):
+            generator = torch.Generator().manual_seed(100 + seed)
+            analysis = filter_.analysis(prior_ensemble(members, seed), OBS, OPERATOR, OBS_STD,
+                                        generator)
+            mean_error += float((analysis.mean(0) - exact_mean).norm()) / repeats
+            cov_error += float((torch.cov(analysis.T) - exact_cov).norm()) / repeats
+        errors.append((mean_error, cov_error))
+    slope = [math.log(errors[-1][i] / errors[0][i]) / math.log(sizes[-1] / sizes[0])
+             for i in (0, 1)]
+    return errors, slope
+
+
+@pytest.mark.parametrize("filter_", [EnKF(), ETKF()], ids=["enkf", "etkf"])
+def test_enkf_and_etkf_converge_to_kalman_at_the_sampling_rate(filter_):
+    errors, slope = _convergence(filter_, sizes=(8, 32, 128, 512), repeats=6)
+    # Sampling error ~ M^-1/2 (measured over M = 25..1600 with 8 repeats: slopes of the mean
+    # and covariance errors -0.58/-0.47 for the EnKF, -0.58/-0.43 for the ETKF); 6 repeats
+    # over a factor 64 in M leave about +-0.2 of noise on the slope.
+    assert -0.85 < slope[0] < -0.3 and -0.85 < slope[1] < -0.25, slope
+    assert errors[-1][0] < 0.1 and errors[-1][1] < 0.15, errors  # ~ 2 / sqrt(512)
+
+
+def test_ensf_approaches_kalman_up_to_its_damping_bias():
+    errors, slope = _convergence(EnSF(steps=50), sizes=(25, 100, 400), repeats=4)
+    # Covariance error falls like M^-1/2 (measured slope -0.47). The mean error falls more
+    # slowly (measured -0.23) towards a floor of ~0.1: the damped score h(t) = 1 - t is not
+    # the exact score of the diffused posterior, so EnSF is biased even for M -> infinity.
+    assert slope[1] < -0.25, (errors, slope)
+    assert errors[-1][0] < errors[0][0] and errors[-1][0] < 0.25, errors
+
+
+def test_etkf_cycles_match_the_kalman_filter_for_a_linear_model():
+    propagator = torch.tensor([[0.9, 0.2, 0.0], [-0.2, 0.9, 0.1], [0.0, 0.1, 1.05]], dtype=F64)
+    ensemble = prior_ensemble(8, 2)
+    times = [1.0, 2.0, 3.0, 4.0]
+    observations = torch.randn(4, 2, generator=torch.Generator().manual_seed(1), dtype=F64)
+    result = cycle(ETKF(), lambda e, t0, duration: e @ propagator.T, ensemble, times,
+                   observations, OPERATOR, OBS_STD, return_forecasts=True)
+    mean, covariance = sample_moments(ensemble)
+    for index in range(4):
+        mean, covariance = propagator @ mean, propagator @ covariance @ propagator.T
+        assert torch.allclose(result.forecast[index].mean(0), mean, atol=1e-10)
+        mean, covariance = kalman(mean, covariance, obs=observations[index])
+        # No model noise and a linear model: the ETKF is exact cycle after cycle.
+        assert torch.allclose(result.analysis[index].mean(0), mean, atol=1e-10)
+        assert torch.allclose(torch.cov(result.analysis[index].T), covariance, atol=1e-10)
+
+
+# ---------------------------------------------------------------- LETKF and localisation
+def _ring_problem(members=10, sites=40, seed=0, dtype=F64):
+    generator = torch.Generator().manual_seed(seed)
+    prior = 2.0 + torch.randn(members, sites, generator=generator, dtype=dtype)
+    observed = torch.arange(0, sites, 2)
+    operator = torch.eye(sites, dtype=dtype)[observed]
+    observations = torch.randn(len(observed), generator=generator, dtype=dtype)
+    positions = torch.arange(sites, dtype=dtype)
+    return prior, operator, observations, positions, positions[observed]
+
+
+def test_letkf_with_infinite_radius_equals_etkf():
+    prior, operator, observations, state_pos, obs_pos = _ring_problem()
+    etkf = ETKF().analysis(prior, observations, operator, 0.5)
+    infinite = LETKF().analysis(prior, observations, operator, 0.5)
+    huge = LETKF(localization=1e9, distance="periodic", period=40.0).analysis(
+        prior, observations, operator, 0.5, state_positions=state_pos,
+        observation_positions=obs_pos)
+    # Same algebra, one local problem per variable: round-off only (issue: 1e-10 in float64).
+    assert (infinite - etkf).abs().max() < 1e-10
+    assert (huge - etkf).abs().max() < 1e-10  # taper = 1 - O(1e-18) everywhere
+
+
+def test_letkf_is_local_and_batches_like_a_loop():
+    prior, operator, observations, state_pos, obs_pos = _ring_problem()
+    letkf = LETKF(localization=2.0, distance="periodic", period=40.0, chunk_elements=700)
+    kwargs = {"state_positions": state_pos, "observation_positions": obs_pos}
+    single = letkf.analysis(prior, observations, operator, 0.5, **kwargs)
+    # A state variable farther than 2c = 7.3 from every observation keeps its prior; here
+    # only observations at sites 0..8 are present (the others missing).
+    far = observations.clone()
+    far[5:] = float("nan")
+    partial = letkf.analysis(prior, far, operator, 0.5, **kwargs)
+    assert torch.equal(partial[:, 20:30], prior[:, 20:30])
+    assert not torch.allclose(partial[:, :9], prior[:, :9])
+    batched = letkf.analysis(torch.stack([prior, prior]), torch.stack([observations, far]),
+                             operator, 0.5, **kwargs)
+    assert torch.allclose(batched[0], single, atol=1e-12)
+    assert torch.allclose(batched[1], partial, atol=1e-12)
+
+
+def test_missing_observations_equal_dropped_ones():
+    prior, operator, observations, _, _ = _ring_problem()
+    with_missing = observations.clone()
+    with_missing[3] = float("nan")
+    keep = torch.arange(len(observations)) != 3
+    for filter_ in (ETKF(), EnSF(steps=10, sampler="ode")):
+        dropped = filter_.analysis(prior, observations[keep], operator[keep], 0.5,
+                                   torch.Generator().manual_seed(0))
+        masked = filter_.analysis(prior, with_missing, operator, 0.5,
+                                  torch.Generator().manual_seed(0))
+        assert torch.allclose(dropped, masked, atol=1e-12), filter_.name
+
+
+def test_float32_runs_and_keeps_dtype():
+    prior, operator, observations, state_pos, obs_pos = _ring_problem(dtype=torch.float32)
+    generator = torch.Generator().manual_seed(0)
+    for name, settings in [("enkf", {}), ("etkf", {"rotate": True}), ("ensf", {"steps": 5}),
+                           ("letkf", {"localization": 3.0, "distance": "planar"})]:
+        analysis = get_filter(name, **settings).analysis(
+            prior, observations, operator, 0.5, generator, state_positions=state_pos,
+            observation_positions=obs_pos)
+        assert analysis.dtype == torch.float32 and torch.isfinite(analysis).all(), name
+
+
+def test_gaspari_cohn_shape_and_radius_convention():
+    r = torch.linspace(0, 3, 3001, dtype=F64)
+    taper = gaspari_cohn(r, 1.0)
+    assert taper[0] == 1 and (taper[r >= 2] == 0).all()
+    assert (torch.diff(taper) <= 1e-15).all()                    # monotone decreasing
+    assert torch.diff(taper).abs().max() < 2e-3                  # continuous at r = 1, 2
+    at_c = float(gaspari_cohn(torch.tensor(1.0, dtype=F64), 1.0))
+    assert abs(at_c - 5 / 24) < 1e-12  # GC eq. 4.10 at r = 1
+    # DAPPER's convention: the same curvature at 0 as exp(-d^2 / (2 L^2)).
+    small = torch.tensor([1e-3], dtype=F64)
+    weight = localization_weights(torch.zeros(1, dtype=F64), small, radius=1.0)
+    assert abs(float(weight) - math.exp(-0.5e-6)) < 1e-8
+
+
+def test_distances_periodic_and_sphere():
+    ring = pairwise_distance(torch.tensor([0.0, 10.0]), torch.tensor([39.0, 30.0]),
+                             "periodic", 40.0)
+    assert ring.tolist() == [[1.0, 10.0], [11.0, 20.0]]
+    points = torch.tensor([[0.0, 0.0], [0.0, math.pi], [math.pi / 2, 1.0]], dtype=F64)
+    sphere = pairwise_distance(points, points, "sphere", sphere_radius=6.371e6)
+    assert torch.allclose(sphere[0, 1], torch.tensor(math.pi * 6.371e6, dtype=F64))
+    assert torch.allclose(sphere[0, 2], torch.tensor(math.pi / 2 * 6.371e6, dtype=F64))
+    assert torch.allclose(sphere, sphere.T)
+
+
+# ---------------------------------------------------------------- EnSF specifics
+def test_ensf_autograd_gradient_matches_the_linear_adjoint():
+    from xldensf.filters.base import ObservationOperator
+
+    state = torch.randn(2, 5, 3, dtype=F64)
+    inverse_std = torch.tensor([[1.0, 2.0], [0.5, 0.0]], dtype=F64)
+    obs = torch.randn(2, 2, dtype=F64)
+    linear = ObservationOperator.wrap(OPERATOR).log_likelihood_gradient(state, obs, inverse_std)
+    sparse = ObservationOperator.wrap(OPERATOR.to_sparse()).log_likelihood_gradient(
+        state, obs, inverse_std)
+    auto = ObservationOperator.wrap(lambda x: x @ OPERATOR.T).log_likelihood_gradient(
+        state, obs, inverse_std)
+    assert torch.allclose(linear, auto, atol=1e-12) and torch.allclose(linear, sparse,
+                                                                       atol=1e-12)
+
+
+def test_ensf_with_arctan_observations_moves_towards_the_truth():
+    generator = torch.Generator().manual_seed(0)
+    truth = torch.linspace(-1.0, 1.0, 50, dtype=F64)
+    prior = truth + 0.5 + 0.5 * torch.randn(20, 50, generator=generator, dtype=F64)
+    observations = torch.atan(truth)
+    for settings in ({}, {"prior_score": "member", "score_clip": 1e3}, {"sampler": "ode"}):
+        analysis = EnSF(**settings).analysis(prior, observations, torch.atan, 0.1, generator)
+        before = float((prior.mean(0) - truth).square().mean().sqrt())
+        after = float((analysis.mean(0) - truth).square().mean().sqrt())
+        assert after < before, (settings, before, after)  # the likelihood did its work
+    # Mini-batches of J = 5 of the 20 members re-pair the particles at random every step
+    # (extra sampling noise, no gain here): the analysis must stay finite and bounded.
+    analysis = EnSF(mixture_batch=5).analysis(prior, observations, torch.atan, 0.1, generator)
+    assert torch.isfinite(analysis).all() and analysis.abs().max() < 10
+
+
+def test_registry_and_errors():
+    assert get_filter("letkf", localization=4.0).localization == 4.0
+    with pytest.raises(xl.UnknownNameError, match="enkf.*ensf.*etkf.*letkf"):
+        get_filter("kalman")
+    with pytest.raises(xl.ConfigurationError, match="inflation"):
+        get_filter("etkf", infl=1.02)
+    with pytest.raises(xl.ParameterError):
+        ETKF(inflation=0.9)
+    with pytest.raises(xl.ConfigurationError, match="positions"):
+        LETKF(localization=2.0).analysis(torch.zeros(4, 3), OBS, OPERATOR, 1.0)
+    with pytest.raises(xl.DataError):
+        ETKF().analysis(torch.zeros(3), OBS, OPERATOR, 1.0)
+    with pytest.raises(xl.ParameterError):
+        ETKF().analysis(torch.zeros(4, 3), OBS, OPERATOR, -1.0)
+
+
+# ---------------------------------------------------------------- cycling on Lorenz-96
+def _rk4(state, forcing=8.0, dt=0.05):
+    k1 = lorenz96_tendency(state, forcing)
+    k2 = lorenz96_tendency(state + 0.5 * dt * k1, forcing)
+    k3 = lorenz96_tendency(state + 0.5 * dt * k2, forcing)
+    k4 = lorenz96_tendency(state + dt * k3, forcing)
+    return state + dt / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
+
+
+def test_lorenz96_simulator_as_forecast_model():
+    model = xl.simulator("lorenz96", preset="small")
+    generator = torch.Generator().manual_seed(0)
+    truth = model.initial_state(model.default_parameters(1), generator)[:, 0]   # (1, 40)
+    params = model.default_parameters(10)
+
+    def advance(ensemble, t0, duration):
+        return model.advance(ensemble[:, None], params, t0, duration)[:, 0]
+
+    times = [0.05 * (k + 1) for k in range(40)]
+    states, x = [], truth
+    for _ in times:
+        x = advance(x.expand(10, -1), 0.0, 0.05)[:1]
+        states.append(x[0])
+    truth_path = torch.stack(states)
+    observations = truth_path + torch.randn(truth_path.shape, generator=generator, dtype=F64)
+    initial = truth + 1.0 * torch.randn(10, 40, generator=generator, dtype=F64)
+    result = cycle(get_filter("letkf", inflation=1.04, localization=4.0, distance="periodic",
+                              period=40.0), advance, initial, times, observations,
+                   torch.eye(40, dtype=F64), 1.0, state_positions=torch.arange(40.0),
+                   observation_positions=torch.arange(40.0), summary=lambda e: e.mean(-2))
+    rmse = (result.analysis - truth_path).square().mean(-1).sqrt()
+    # Obs error std is 1 on every variable: after 40 cycles the analysis beats it clearly
+    # (DAPPER's long-run LETKF value is 0.22; 0.5 leaves room for the spin-up).
+    assert float(rmse[-10:].mean()) < 0.5
+
+
+@pytest.mark.slow
+def test_ten_thousand_lorenz96_cycles_stay_finite():
+    generator = torch.Generator().manual_seed(0)
+    sites, members, cycles = 10, 12, 10_000
+    x = 8.0 + torch.randn(sites, generator=generator, dtype=F64)
+    for _ in range(500):
+        x = _rk4(x)
+    start = x.clone()
+    truth = []
+    for _ in range(cycles):
+        x = _rk4(x)
+        truth.append(x)
+    truth = torch.stack(truth)
+    observations = truth + torch.randn(truth.shape, generator=generator, dtype=F64)
+    initial = start + torch.randn(members, sites, generator=generator, dtype=F64)
+    result = cycle(ETKF(inflation=1.02), lambda e, t0, d: _rk4(e), initial,
+                   0.05 * torch.arange(1, cycles + 1), observations,
+                   torch.eye(sites, dtype=F64), 1.0, summary=lambda e: e.mean(-2))
+    assert torch.isfinite(result.analysis).all()
+    rmse = (result.analysis - truth).square().mean(-1).sqrt()[1000:].mean()
+    assert rmse < 0.5  # well below the obs error 1: the filter tracked the truth throughout
+
+
+def test_divergence_is_detected_and_names_the_cycle():
+    ensemble = torch.randn(5, 3, generator=torch.Generator().manual_seed(0), dtype=F64)
+    blind = torch.full((10, 2), float("nan"), dtype=F64)  # nothing observed
+    with pytest.raises(FilterDivergenceError, match="cycle 3 "):
+        # growth 10x per cycle passes 1000 x the initial scale at the 4th cycle (index 3)
+        cycle(ETKF(), lambda e, t0, d: 10 * e, ensemble / ensemble.abs().max(),
+              range(1, 11), blind, OPERATOR, 1.0)
+    with pytest.raises(xl.XLDEnSFError, match="cycle 0 .*NaN or Inf"):
+        cycle(ETKF(), lambda e, t0, d: e * float("nan"), ensemble, [1.0], blind[:1],
+              OPERATOR, 1.0)
