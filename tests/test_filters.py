@@ -98,16 +98,18 @@ def _convergence(filter_, sizes=(25, 100, 400, 1600), repeats=4):
 
 @pytest.mark.parametrize("filter_", [EnKF(), ETKF()], ids=["enkf", "etkf"])
 def test_enkf_and_etkf_converge_to_kalman_at_the_sampling_rate(filter_):
-    errors, slope = _convergence(filter_, sizes=(8, 32, 128, 512), repeats=6)
+    # (the ETKF's M x M eigendecomposition limits its sizes to keep the test fast)
+    errors, slope = _convergence(filter_, sizes=(16, 64, 256), repeats=10)
     # Sampling error ~ M^-1/2 (measured over M = 25..1600 with 8 repeats: slopes of the mean
-    # and covariance errors -0.58/-0.47 for the EnKF, -0.58/-0.43 for the ETKF); 6 repeats
-    # over a factor 64 in M leave about +-0.2 of noise on the slope.
+    # and covariance errors -0.58/-0.47 for the EnKF, -0.58/-0.43 for the ETKF); 10 repeats
+    # over a factor 16 in M leave about +-0.2 of noise on the slope.
     assert -0.85 < slope[0] < -0.3 and -0.85 < slope[1] < -0.25, slope
-    assert errors[-1][0] < 0.1 and errors[-1][1] < 0.15, errors  # ~ 2 / sqrt(512)
+    assert errors[-1][0] < 0.15 and errors[-1][1] < 0.2, errors  # ~ 2 / sqrt(256)
 
 
 def test_ensf_approaches_kalman_up_to_its_damping_bias():
-    errors, slope = _convergence(EnSF(steps=50), sizes=(25, 100, 400), repeats=4)
+    errors, slope = _convergence(EnSF(steps=50, prior_score="mixture"), sizes=(25, 100, 400),
+                                 repeats=4)
     # Covariance error falls like M^-1/2 (measured slope -0.47). The mean error falls more
     # slowly (measured -0.23) towards a floor of ~0.1: the damped score h(t) = 1 - t is not
     # the exact score of the diffused posterior, so EnSF is biased even for M -> infinity.

@@ -80,7 +80,7 @@ class EnSF(EnsembleFilter):
     steps: int = 100
     eps_alpha: float = 0.05
     eps_beta: float = 0.0
-    prior_score: str = "mixture"
+    prior_score: str = "member"
     mixture_batch: int | None = None
     sampler: str = "sde"
     score_clip: float | None = None
