@@ -11,6 +11,7 @@ Examples
 from . import (
     accessor,  # noqa: F401  (registers ds.ldensf)
     io,
+    relief,
 )
 from ._version import __version__
 from .errors import (
@@ -27,6 +28,7 @@ from .simulators import CASES, simulate, simulator
 __all__ = [
     "__version__",
     "io",
+    "relief",
     "XLDEnSFError",
     "UnknownNameError",
     "ParameterError",

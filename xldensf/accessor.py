@@ -32,3 +32,10 @@ class LDEnSFAccessor:
         from .observations import observe
 
         return observe(self._obj, stations, **kwargs)
+
+    def assimilate(self, model: Any, **kwargs: Any) -> xr.Dataset:
+        """Assimilate these observations into ``model``; see
+        :func:`xldensf.assimilation.assimilate`."""
+        from .assimilation import assimilate
+
+        return assimilate(self._obj, model, **kwargs)
