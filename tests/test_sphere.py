@@ -138,7 +138,7 @@ def test_galewsky_jet_rolls_up_only_when_perturbed():
 
 def test_small_preset_forced_runs_as_dataset():
     ds = xl.simulate("atmosphere", parameters={"hf0": [0.0, 10.0, 20.0], "sigma": 2.0},
-                     preset="small", seed=0)
+                     preset="small", seed=0, n_outputs=4)  # 1 day after spin-up
     assert ds["h"].dims == ("run", "time", "lat", "lon")
     assert ds["u"].attrs["standard_name"] == "eastward_wind"
     assert ds["h"].attrs["standard_name"] == "geopotential_height"
