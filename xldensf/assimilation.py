@@ -416,6 +416,10 @@ def assimilate(
         observation_positions = [c.repeat(len(variable_indices), 1) for c in converted]
         if not moving:
             observation_positions = observation_positions[0]
+    if method == "ensf":
+        # Clip scores (REFERENCES: +-1000) so precise observations cannot make the
+        # explicit reverse-time steps unstable; users may override.
+        settings.setdefault("score_clip", 1e3)
     kernel = get_filter(method, **settings)
 
     low = model.tensor([spec.valid_low for spec in model.parameter_specs])
@@ -431,9 +435,12 @@ def assimilate(
     initial = torch.cat([fields.reshape(members, -1), parameters], dim=1)
     values = problem.values.to(dtype=model.dtype, device=model.device)
     obs_std = problem.obs_std.to(dtype=model.dtype, device=model.device)
+    initial = initial.to(model.dtype)
     if method == "letkf":
         kernel = _LETKFWithGlobalParameters(kernel, n_fields)
-    result = cycle(kernel, advance, initial.to(model.dtype), problem.times.copy(), values,
+    if method == "ensf":
+        kernel = _StandardizedEnSF(kernel, n_vars, n_grid)
+    result = cycle(kernel, advance, initial, problem.times.copy(), values,
                    operators, obs_std, generator=generator, state_positions=state_positions,
                    observation_positions=observation_positions,
                    return_forecasts=return_forecasts, progress=progress)
@@ -452,6 +459,50 @@ def assimilate(
     if return_forecasts:
         ensembles["_forecast"] = result.forecast
     return ensemble_dataset(model, problem, ensembles, n_fields, attrs)
+
+
+def _block_standardization(ensemble: torch.Tensor, n_vars: int, n_grid: int
+                           ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Shift and scale ``(n_state,)``: one mean/std per variable block and per parameter."""
+    members = ensemble.shape[0]
+    fields = ensemble[:, : n_vars * n_grid].reshape(members, n_vars, n_grid)
+    field_mean = fields.mean(dim=(0, 2))
+    field_std = fields.std(dim=(0, 2))
+    params = ensemble[:, n_vars * n_grid:]
+    shift = torch.cat([field_mean.repeat_interleave(n_grid), params.mean(dim=0)])
+    scale = torch.cat([field_std.repeat_interleave(n_grid), params.std(dim=0)])
+    # A block without spread (e.g. velocities that all start at rest) cannot be updated by
+    # the ensemble; a tiny scale keeps the sampler's unit noise from entering it.
+    return shift, torch.where(scale > 0, scale, torch.full_like(scale, 1e-8))
+
+
+def _scale_columns(matrix: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """``matrix @ diag(scale)`` for a sparse COO matrix."""
+    matrix = matrix.coalesce()
+    indices = matrix.indices()
+    return torch.sparse_coo_tensor(indices, matrix.values() * scale[indices[1]],
+                                   matrix.shape).coalesce()
+
+
+class _StandardizedEnSF:
+    """EnSF on standardised states.
+
+    The score filter is not invariant to the state's scaling (its diffusion adds unit
+    noise), so each analysis runs on ``z = (x - shift) / scale`` with one shift and scale
+    per variable and per parameter taken from the forecast ensemble; the linear operator
+    and the observations are transformed to match.
+    """
+
+    def __init__(self, ensf: Any, n_vars: int, n_grid: int) -> None:
+        self.ensf, self.n_vars, self.n_grid = ensf, n_vars, n_grid
+        self.name = ensf.name
+
+    def analysis(self, ensemble, observations, operator, obs_std, generator=None, **positions):
+        shift, scale = _block_standardization(ensemble, self.n_vars, self.n_grid)
+        shifted = observations - torch.sparse.mm(operator, shift[:, None].to(ensemble))[:, 0]
+        z = self.ensf.analysis((ensemble - shift) / scale, shifted,
+                               _scale_columns(operator, scale), obs_std, generator)
+        return z * scale + shift
 
 
 class _LETKFWithGlobalParameters:
