@@ -439,7 +439,8 @@ def assimilate(
     if method == "letkf":
         kernel = _LETKFWithGlobalParameters(kernel, n_fields)
     if method == "ensf":
-        kernel = _StandardizedEnSF(kernel, n_vars, n_grid)
+        kernel = _StandardizedEnSF(kernel, n_vars, n_grid, problem.n_stations,
+                                   variable_indices)
     result = cycle(kernel, advance, initial, problem.times.copy(), values,
                    operators, obs_std, generator=generator, state_positions=state_positions,
                    observation_positions=observation_positions,
@@ -487,22 +488,40 @@ def _scale_columns(matrix: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
 class _StandardizedEnSF:
     """EnSF on standardised states.
 
-    The score filter is not invariant to the state's scaling (its diffusion adds unit
-    noise), so each analysis runs on ``z = (x - shift) / scale`` with one shift and scale
-    per variable and per parameter taken from the forecast ensemble; the linear operator
-    and the observations are transformed to match.
+    The score filter is not invariant to the state's scaling: its reverse diffusion adds
+    unit noise, and its explicit Euler-Maruyama steps become unstable when the likelihood
+    is stiff (``dt sigma^2(t) h(t) H^T R^-1 H`` above 2). Each analysis therefore runs on
+    ``z = (x - shift) / scale``, one shift and scale per variable and per parameter: the
+    forecast ensemble's mean and spread, with the scale of an observed variable capped at
+    :data:`_SCALE_PER_OBS_STD` times its observation error so that the likelihood stays
+    resolvable with the default 100 steps. The operator and observations are transformed
+    to match, so the analysis is that of the same problem.
     """
 
-    def __init__(self, ensf: Any, n_vars: int, n_grid: int) -> None:
+    def __init__(self, ensf: Any, n_vars: int, n_grid: int, n_stations: int,
+                 observed_indices: list[int]) -> None:
         self.ensf, self.n_vars, self.n_grid = ensf, n_vars, n_grid
+        self.n_stations, self.observed_indices = n_stations, observed_indices
         self.name = ensf.name
 
     def analysis(self, ensemble, observations, operator, obs_std, generator=None, **positions):
         shift, scale = _block_standardization(ensemble, self.n_vars, self.n_grid)
+        obs_std = torch.as_tensor(obs_std).to(ensemble).expand(observations.shape)
+        for block, variable in enumerate(self.observed_indices):
+            rows = slice(block * self.n_stations, (block + 1) * self.n_stations)
+            columns = slice(variable * self.n_grid, (variable + 1) * self.n_grid)
+            cap = _SCALE_PER_OBS_STD * float(obs_std[rows].median())
+            scale[columns] = scale[columns].clamp(max=cap)
         shifted = observations - torch.sparse.mm(operator, shift[:, None].to(ensemble))[:, 0]
         z = self.ensf.analysis((ensemble - shift) / scale, shifted,
                                _scale_columns(operator, scale), obs_std, generator)
         return z * scale + shift
+
+
+#: Cap of an observed variable's standardisation scale, in observation error units:
+#: with it ``H^T R^-1 H`` is at most 9 in the standardised space, which the default 100
+#: Euler-Maruyama steps integrate stably (``dt max sigma^2 h`` is about 0.04 there).
+_SCALE_PER_OBS_STD = 3.0
 
 
 class _LETKFWithGlobalParameters:
