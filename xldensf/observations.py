@@ -939,7 +939,7 @@ def observe(
         is absolute and is converted to each variable's units. A mapping gives one value
         per variable.
     variables
-        Variables to observe; default all data variables with dims (time, *grid).
+        Variables to observe; default all data variables with dims ``(time, *grid)``.
     every
         Observe every ``every``-th time.
     seed
