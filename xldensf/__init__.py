@@ -24,6 +24,7 @@ from .errors import (
 )
 from .options import get_options, set_options
 from .simulators import CASES, simulate, simulator
+from .surrogate import LatentModel, load_model
 
 __all__ = [
     "__version__",
@@ -40,4 +41,6 @@ __all__ = [
     "CASES",
     "simulate",
     "simulator",
+    "LatentModel",
+    "load_model",
 ]

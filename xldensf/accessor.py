@@ -39,3 +39,10 @@ class LDEnSFAccessor:
         from .assimilation import assimilate
 
         return assimilate(self._obj, model, **kwargs)
+
+    def fit(self, parameters: Any, **kwargs: Any) -> Any:
+        """Train a latent surrogate (LDNet [+ encoder]) on these simulation runs; see
+        :func:`xldensf.surrogate.fit`."""
+        from .surrogate import fit
+
+        return fit(self._obj, parameters, **kwargs)
