@@ -339,7 +339,9 @@ def assimilate(
         CF timeSeries Dataset, dims ``(time, station)`` (see
         :func:`xldensf.observations.observe`); NaN values are skipped.
     model
-        A full-order simulator (``xl.simulator(case, ...)``).
+        A full-order simulator (``xl.simulator(case, ...)``), or a trained
+        :class:`~xldensf.surrogate.LatentModel` for LD-EnSF (then see
+        :func:`xldensf.latent_assimilation.assimilate_latent` for the settings).
     method
         Filter name: ``"enkf"``, ``"etkf"``, ``"letkf"`` or ``"ensf"`` (default
         ``"letkf"`` for full-order models).
@@ -374,9 +376,22 @@ def assimilate(
         for unobserved variables), parameter members ``(time, member)``, attrs recording
         method, settings, seed and version.
     """
+    from .surrogate import LatentModel
+
+    if isinstance(model, LatentModel):  # LD-EnSF in the surrogate's latent space
+        from .latent_assimilation import assimilate_latent
+
+        if prior is not None:
+            raise ConfigurationError(expected_found("prior with a LatentModel", "None (the "
+                                                    "training range)", type(prior).__name__))
+        return assimilate_latent(observations, model, method=method or "ld-ensf",
+                                 members=members, obs_error=obs_error, seed=seed,
+                                 return_forecasts=return_forecasts, progress=progress,
+                                 **settings)
     if not isinstance(model, Simulator):
         raise ConfigurationError(expected_found(
-            "model", "a full-order simulator (xl.simulator(...))", type(model).__name__))
+            "model", "a full-order simulator (xl.simulator(...)) or a LatentModel",
+            type(model).__name__))
     members = _check_members(members)
     method = "letkf" if method is None else method
     if method not in FILTERS:
