@@ -14,16 +14,6 @@ import xldensf as xl
 from xldensf.simulators.kolmogorov import KolmogorovSimulator
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """Small tensors: one intra-op thread is faster, and much faster on a shared machine
-    (measured 4 ms vs 35 ms per 32 x 32 step with 2 threads on 2 busy cores)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _small(**config) -> KolmogorovSimulator:
     return xl.simulator("kolmogorov", preset="small", **config)
 

@@ -196,19 +196,19 @@ class Simulator(ABC):
         return (len(self.variables), *self.grid_shape)
 
     @property
-    @abstractmethod
     def dt(self) -> float:
-        """Time step, in :attr:`time_units`."""
+        """Time step, in :attr:`time_units` (default: ``config.dt``)."""
+        return self.config.dt
 
     @property
-    @abstractmethod
     def steps_per_output(self) -> int:
-        """Number of time steps between stored frames."""
+        """Number of time steps between stored frames (default: ``config.output_every``)."""
+        return self.config.output_every
 
     @property
-    @abstractmethod
     def n_outputs(self) -> int:
-        """Number of stored frames, including the initial one."""
+        """Number of stored frames, including the initial one (default: ``config.n_outputs``)."""
+        return self.config.n_outputs
 
     @property
     def output_times(self) -> np.ndarray:

@@ -244,10 +244,6 @@ class KolmogorovSimulator(Simulator):
         return self._steps_per_output
 
     @property
-    def n_outputs(self) -> int:
-        return self.config.n_outputs
-
-    @property
     def cfl_number(self) -> float:
         """``dt * U * (1/dx + 1/dy)`` with the configured velocity bound ``U``."""
         return self.dt * self.config.velocity_bound * 2.0 / self.grid_spacing

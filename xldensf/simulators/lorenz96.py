@@ -110,18 +110,6 @@ class Lorenz96Simulator(Simulator):
     def grid_coordinates(self) -> tuple[CoordinateSpec, ...]:
         return (CoordinateSpec("k", np.arange(self.config.n_sites), coordinate_attrs("k")),)
 
-    @property
-    def dt(self) -> float:
-        return self.config.dt
-
-    @property
-    def steps_per_output(self) -> int:
-        return self.config.output_every
-
-    @property
-    def n_outputs(self) -> int:
-        return self.config.n_outputs
-
     def initial_internal(self, parameters, generator=None):
         forcing = parameters[:, :1]
         x = forcing.expand(-1, self.config.n_sites).clone()

@@ -314,18 +314,6 @@ class AtmosphereSimulator(Simulator):
             CoordinateSpec("lon", np.degrees(self.longitudes), coordinate_attrs("lon")),
         )
 
-    @property
-    def dt(self) -> float:
-        return self.config.dt
-
-    @property
-    def steps_per_output(self) -> int:
-        return self.config.output_every
-
-    @property
-    def n_outputs(self) -> int:
-        return self.config.n_outputs
-
     def orography(self) -> np.ndarray:
         """Surface height ``h_s`` [m] on the grid, ``(nlat, nlon)``."""
         config = self.config
