@@ -274,8 +274,8 @@ class _StandardizedLatentEnSF:
     The operator and observations are transformed to match: the same problem is analysed.
     """
 
-    def __init__(self, ensf: Any) -> None:
-        self.ensf, self.name = ensf, ensf.name
+    def __init__(self, ensf: Any, n_regressed: int = 0) -> None:
+        self.ensf, self.name, self.n_regressed = ensf, ensf.name, n_regressed
 
     def analysis(self, ensemble, observations, operator, obs_std, generator=None, **positions):
         shift = ensemble.mean(dim=0)
@@ -294,14 +294,36 @@ class _StandardizedLatentEnSF:
             z_observations = observations
         z = self.ensf.analysis((ensemble - shift) / scale, z_observations, z_operator,
                                obs_std, generator)
-        return z * scale + shift
+        analysis = z * scale + shift
+        if self.n_regressed:
+            analysis = _regress_unobserved(ensemble, analysis, self.n_regressed)
+        return analysis
 
 
-def _kernel(method: str, settings: dict[str, Any]) -> Any:
+def _regress_unobserved(forecast: torch.Tensor, analysis: torch.Tensor,
+                        n_regressed: int) -> torch.Tensor:
+    """Update the last ``n_regressed`` columns (no likelihood gradient: the parameters
+    under the decoder likelihood) by regression on the analysis increments of the others.
+
+    ``u_a = u_f + (s_a - s_f) C_ss^+ C_su`` with the forecast ensemble's covariances: the
+    two-step ensemble update (Anderson 2003). The score filter alone cannot move them, since
+    its member-paired prior score carries no cross-covariance; in the linear-Gaussian case
+    this makes the joint update exact given an exact update of ``s``.
+    """
+    observed = forecast[:, :-n_regressed]
+    anomalies = forecast - forecast.mean(dim=0)
+    gain = torch.linalg.pinv(anomalies[:, :-n_regressed], rtol=1e-10) @ anomalies[:,
+                                                                                  -n_regressed:]
+    increments = analysis[:, :-n_regressed] - observed
+    return torch.cat([analysis[:, :-n_regressed], forecast[:, -n_regressed:]
+                      + increments @ gain], dim=1)
+
+
+def _kernel(method: str, settings: dict[str, Any], n_regressed: int) -> Any:
     if method == "ld-ensf":
         # Clip scores (REFERENCES: +-1000) as a guard against stiff decoders; overridable.
         settings.setdefault("score_clip", 1e3)
-        return _StandardizedLatentEnSF(get_filter("ensf", **settings))
+        return _StandardizedLatentEnSF(get_filter("ensf", **settings), n_regressed)
     return get_filter(method, **settings)
 
 
@@ -421,7 +443,7 @@ def assimilate_latent(
         obs_std = std.expand(values.shape)
         operators = torch.eye(n_latent + model.n_parameters, dtype=dtype)
         recorded["latent_obs_std"] = scaled
-    kernel = _kernel(method, settings)
+    kernel = _kernel(method, settings, model.n_parameters if likelihood == "decoder" else 0)
 
     with torch.no_grad():
         parameters = 2 * torch.rand(members, model.n_parameters, generator=generator,
