@@ -404,14 +404,6 @@ class TsunamiSimulator(Simulator):
     def dt(self) -> float:
         return self._dt
 
-    @property
-    def steps_per_output(self) -> int:
-        return self.config.output_every
-
-    @property
-    def n_outputs(self) -> int:
-        return self.config.n_outputs
-
     def static_fields(self) -> dict[str, tuple[tuple[str, ...], np.ndarray]]:
         return {"depth": (self.grid_dims, self._depth)}
 
