@@ -82,6 +82,18 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["out.nc"]
 
 
+def test_atomic_write_gives_ordinary_permissions(tmp_path):
+    import os
+
+    umask = os.umask(0o022)
+    try:
+        with xl.io.atomic_path(tmp_path / "file.txt") as temporary:
+            temporary.write_text("done")
+    finally:
+        os.umask(umask)
+    assert (tmp_path / "file.txt").stat().st_mode & 0o777 == 0o644
+
+
 def test_cli_simulate_and_error_exit_code(tmp_path, capsys):
     out = tmp_path / "l96.nc"
     assert main(["simulate", "lorenz96", "--seed", "1", "--quiet", "-o", str(out)]) == 0
