@@ -38,6 +38,7 @@ import os
 import platform
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -283,7 +284,8 @@ def summarise(experiment: dict[str, Any], methods: list[str]) -> list[dict[str, 
                 ratio = np.array([r["scores"]["fields"][name]["spread_skill"] for r in scored])
                 row[f"{name}_relative_rmse_mean"] = float(np.mean(
                     [time_average(series, skip_first=True) for series in relative]))
-                with np.errstate(invalid="ignore"):  # frame 0 of u, v: NaN for every truth
+                with warnings.catch_warnings():  # frame 0 of u, v: NaN for every truth
+                    warnings.simplefilter("ignore", RuntimeWarning)
                     row[f"{name}_relative_rmse_by_frame"] = np.nanmean(relative, axis=0)
                 row[f"{name}_spread_skill_mean"] = float(np.mean(
                     [time_average(series, skip_first=True) for series in ratio]))
