@@ -497,7 +497,7 @@ def _scale_columns(matrix: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     matrix = matrix.coalesce()
     indices = matrix.indices()
     return torch.sparse_coo_tensor(indices, matrix.values() * scale[indices[1]],
-                                   matrix.shape).coalesce()
+                                   matrix.shape, check_invariants=False).coalesce()
 
 
 class _StandardizedEnSF:
