@@ -46,3 +46,22 @@ class LDEnSFAccessor:
         from .surrogate import fit
 
         return fit(self._obj, parameters, **kwargs)
+
+    def rmse(self, truth: xr.Dataset, variables: Any = None) -> xr.Dataset:
+        """Relative RMSE of this analysis against ``truth`` per variable and time; see
+        :func:`xldensf.metrics.relative_rmse`."""
+        from .metrics import relative_rmse
+
+        return relative_rmse(self._obj, truth, variables)
+
+    def crps(self, truth: xr.Dataset, variables: Any = None, **kwargs: Any) -> xr.Dataset:
+        """Ensemble CRPS against ``truth``; see :func:`xldensf.metrics.crps`."""
+        from .metrics import crps
+
+        return crps(self._obj, truth, variables, **kwargs)
+
+    def spread_skill(self, truth: xr.Dataset, variables: Any = None) -> xr.Dataset:
+        """Spread/skill ratio against ``truth``; see :func:`xldensf.metrics.spread_skill_ratio`."""
+        from .metrics import spread_skill_ratio
+
+        return spread_skill_ratio(self._obj, truth, variables)
