@@ -25,6 +25,7 @@ torch.Size([1, 4, 2])
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -106,7 +107,9 @@ class ObservationOperator:
                     "observation function output shape", f"({batch * members}, n_obs)",
                     tuple(flat.shape)))
             return flat.reshape(batch, members, -1)
-        matrix = self.matrix.to(ensemble)
+        matrix = self.matrix
+        if matrix.dtype != ensemble.dtype or matrix.device != ensemble.device:
+            matrix = matrix.to(ensemble)
         if matrix.shape[-1] != n_state:
             raise ConfigurationError(expected_found(
                 "observation matrix columns", f"n_state = {n_state}", matrix.shape[-1]))
@@ -191,7 +194,9 @@ def prepare_problem(ensemble: torch.Tensor, observations: torch.Tensor, operator
     batch, members, _ = ensemble.shape
     if members < 2:
         raise DataError(expected_found("ensemble members", ">= 2", members))
-    observations = torch.as_tensor(observations).to(ensemble)
+    if not (isinstance(observations, torch.Tensor) and observations.dtype == ensemble.dtype
+            and observations.device == ensemble.device):
+        observations = torch.as_tensor(observations).to(ensemble)
     observations = observations if observations.ndim == 2 else observations[None]
     if observations.ndim != 2 or observations.shape[0] not in (1, batch):
         raise DataError(expected_found("observations shape", f"(n_obs,) or ({batch}, n_obs)",
@@ -200,22 +205,27 @@ def prepare_problem(ensemble: torch.Tensor, observations: torch.Tensor, operator
     if isinstance(obs_std, (int, float)):  # fast path: no tensor checks for a scalar
         if not 0 < obs_std < math.inf:
             raise ParameterError(expected_found("obs_std", "a positive finite value", obs_std))
-        std = torch.full_like(observations, float(obs_std))
+        inverse_std = torch.full(observations.shape, 1.0 / float(obs_std),
+                                 dtype=observations.dtype, device=observations.device)
     else:
         obs_std = torch.as_tensor(obs_std).to(ensemble)
         if not bool(((obs_std > 0) & torch.isfinite(obs_std)).all()):
             raise ParameterError(expected_found("obs_std", "positive finite values",
                                                 obs_std.min().item()))
         try:
-            std = torch.broadcast_to(obs_std, observations.shape)
+            inverse_std = 1.0 / torch.broadcast_to(obs_std, observations.shape)
         except RuntimeError as err:
             raise DataError(expected_found("obs_std shape", f"scalar or broadcastable to "
                                            f"{tuple(observations.shape)}",
                                            tuple(obs_std.shape))) from err
-    missing = torch.isnan(observations)
-    inverse_std = torch.where(missing, 0.0, 1.0 / std)
-    return Problem(ensemble, torch.nan_to_num(observations, nan=0.0), inverse_std,
-                   ObservationOperator.wrap(operator), batched)
+    # One reduction tells whether any value is missing or infinite (the sum is then not
+    # finite); only then are the values masked element by element.
+    if not math.isfinite(float(observations.sum())):
+        missing = torch.isnan(observations)
+        inverse_std = torch.where(missing, 0.0, inverse_std)
+        observations = torch.nan_to_num(observations, nan=0.0)
+    return Problem(ensemble, observations, inverse_std, ObservationOperator.wrap(operator),
+                   batched)
 
 
 def inflate(ensemble: torch.Tensor, factor: float) -> torch.Tensor:
@@ -246,6 +256,9 @@ class EnsembleFilter:
     name: ClassVar[str] = ""
     #: Whether :meth:`analysis` needs state and observation positions (localisation).
     needs_positions: ClassVar[bool] = False
+    #: Whether ``_analysis`` applies ``inflation`` itself (folded into its transform, which
+    #: saves the separate :func:`inflate` pass); otherwise :meth:`analysis` applies it.
+    inflates_in_analysis: ClassVar[bool] = False
 
     inflation: float = 1.0
 
@@ -286,7 +299,8 @@ class EnsembleFilter:
         with torch.no_grad():
             analysis = self._analysis(problem, generator, state_positions,
                                       observation_positions)
-            analysis = inflate(analysis, self.inflation)
+            if not self.inflates_in_analysis:
+                analysis = inflate(analysis, self.inflation)
         return problem.finish(analysis)
 
     def _analysis(self, problem: Problem, generator: torch.Generator | None,
@@ -308,15 +322,46 @@ def scaled_observation_anomalies(problem: Problem) -> tuple[torch.Tensor, torch.
     scaled_innovation
         ``(y - mean H(E)) R^-1/2``, ``(batch, n_obs)`` (the ensemble-mean innovation).
     """
+    _, anomalies, scaled, innovation = mean_and_scaled_anomalies(problem)
+    return anomalies, scaled, innovation
+
+
+def mean_and_scaled_anomalies(problem: Problem) -> tuple[torch.Tensor, torch.Tensor,
+                                                         torch.Tensor, torch.Tensor]:
+    """The ensemble mean ``(batch, 1, n_state)``, then :func:`scaled_observation_anomalies`."""
     ensemble = problem.ensemble
-    anomalies = ensemble - ensemble.mean(dim=1, keepdim=True)
+    mean = ensemble.mean(dim=1, keepdim=True)
+    anomalies = ensemble - mean
     observed = problem.operator.apply(ensemble)
     observed_mean = observed.mean(dim=1)
-    scaled = (observed - observed_mean[:, None, :]) * problem.inverse_std[:, None, :]
+    inverse_std = problem.inverse_std[:, None, :]
+    scaled = (observed - observed_mean[:, None, :]) * inverse_std
     innovation = (problem.observations - observed_mean) * problem.inverse_std
-    return anomalies, scaled, innovation
+    return mean, anomalies, scaled, innovation
 
 
 def identity_like(matrix: torch.Tensor) -> torch.Tensor:
     """An identity matrix of the shape, dtype and device of the last two axes of ``matrix``."""
     return torch.eye(matrix.shape[-1], dtype=matrix.dtype, device=matrix.device)
+
+
+@functools.lru_cache(maxsize=32)
+def _cached_scaled_identity(size: int, value: float, dtype: torch.dtype,
+                            device: torch.device) -> torch.Tensor:
+    return value * torch.eye(size, dtype=dtype, device=device)
+
+
+def add_to_diagonal(matrix: torch.Tensor, value: float) -> torch.Tensor:
+    """``matrix + value I`` (a new tensor) for ``(..., n, n)`` matrices.
+
+    The ``value I`` matrix is built once per size, value, dtype and device and reused, so
+    that filters cycled thousands of times on small ensembles do not rebuild it each call.
+
+    Examples
+    --------
+    >>> add_to_diagonal(torch.zeros(2, 2), 3.0)
+    tensor([[3., 0.],
+            [0., 3.]])
+    """
+    return matrix + _cached_scaled_identity(matrix.shape[-1], float(value), matrix.dtype,
+                                            matrix.device)

@@ -10,6 +10,7 @@ ensemble's scale) and raises :class:`~xldensf.errors.XLDEnSFError` naming the cy
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -60,7 +61,9 @@ def _per_cycle(value, index: int, count: int):
 
 
 def _check_divergence(ensemble: torch.Tensor, limit: float, what: str) -> None:
-    largest = float(ensemble.detach().abs().amax())
+    ensemble = ensemble.detach()
+    largest = float(torch.linalg.vector_norm(ensemble, math.inf) if ensemble.is_floating_point()
+                    else ensemble.abs().amax())  # max |x| (NaN if any is NaN), one reduction
     if not largest <= limit:  # NaN fails every comparison
         found = "NaN or Inf" if not torch.isfinite(ensemble).all() else f"|x| = {largest:.3g}"
         raise FilterDivergenceError(expected_found(what, f"finite values below {limit:.3g}",
@@ -156,8 +159,7 @@ def cycle(
     analyses, forecasts = [], []
     bar = tqdm(total=n_cycles, desc=f"{filter.name} cycles",
                disable=not progress_enabled(progress), leave=False, unit="cycle")
-    for index in range(n_cycles):
-        target = float(times[index])
+    for index, target in enumerate(times.tolist()):
         ensemble = advance(ensemble, time, target - time)
         time = target
         _check_divergence(ensemble, limit, f"forecast before the {filter.name} analysis at "

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .base import EnsembleFilter, Problem, identity_like, scaled_observation_anomalies
+from .base import EnsembleFilter, Problem, add_to_diagonal, scaled_observation_anomalies
 
 __all__ = ["EnKF"]
 
@@ -67,7 +67,7 @@ class EnKF(EnsembleFilter):
                               * (problem.inverse_std[:, None, :] > 0))
         members = ensemble.shape[1]
         gram = scaled @ scaled.transpose(-1, -2)
-        factor = torch.linalg.cholesky(gram + (members - 1) * identity_like(gram))
+        factor = torch.linalg.cholesky(add_to_diagonal(gram, members - 1))
         # increments = (innov S^T C^-1) A, C symmetric positive definite.
         coefficients = torch.cholesky_solve(scaled @ scaled_innovations.transpose(-1, -2),
                                             factor)

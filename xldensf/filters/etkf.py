@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .base import EnsembleFilter, Problem, identity_like, scaled_observation_anomalies
+from .base import EnsembleFilter, Problem, add_to_diagonal, mean_and_scaled_anomalies
 
 __all__ = ["ETKF", "transform_weights", "random_mean_preserving_rotation"]
 
@@ -49,12 +49,32 @@ def transform_weights(gram: torch.Tensor, projected_innovation: torch.Tensor
     >>> torch.allclose(W, torch.eye(3))
     True
     """
+    return _inflated_transform_weights(gram, projected_innovation, 1.0)
+
+
+def _inflated_transform_weights(gram: torch.Tensor, projected_innovation: torch.Tensor,
+                               inflation: float) -> torch.Tensor:
+    """:func:`transform_weights` with the transform ``T`` multiplied by ``inflation``.
+
+    ``T 1 = 1`` (the anomalies' Gram matrix annihilates ``1``), so ``w 1^T + inflation T``
+    gives the analysis mean of ``w`` and anomalies inflated by ``inflation``: DAPPER's
+    multiplicative inflation, without a separate pass over the analysis ensemble.
+
+    Examples
+    --------
+    >>> W = _inflated_transform_weights(torch.zeros(2, 2), torch.zeros(2), 1.5)
+    >>> W.diagonal().tolist()
+    [1.5, 1.5]
+    """
     members = gram.shape[-1]
-    eigenvalues, vectors = torch.linalg.eigh(gram + (members - 1) * identity_like(gram))
+    eigenvalues, vectors = torch.linalg.eigh(add_to_diagonal(gram, members - 1))
     # W = V [diag(sqrt((M-1)/lambda)) V^T + (V^T b / lambda) 1^T]: T and w in one product.
     coordinates = (projected_innovation[..., None, :] @ vectors)[..., 0, :] / eigenvalues
-    inner = ((members - 1) / eigenvalues).sqrt()[..., :, None] * vectors.transpose(-1, -2)
-    return vectors @ (inner + coordinates[..., :, None])
+    scale = ((members - 1) / eigenvalues).sqrt()
+    if inflation != 1.0:
+        scale = scale * inflation
+    return vectors @ torch.addcmul(coordinates[..., :, None], scale[..., :, None],
+                                   vectors.transpose(-1, -2))
 
 
 @functools.lru_cache(maxsize=16)
@@ -64,6 +84,14 @@ def _ones_and_complement(members: int) -> tuple[torch.Tensor, torch.Tensor]:
     basis, _ = torch.linalg.qr(torch.cat([ones, torch.eye(members, dtype=torch.float64)[:, 1:]],
                                          dim=1))
     return ones, basis[:, 1:]
+
+
+@functools.lru_cache(maxsize=16)
+def _mean_projector_and_complement(members: int) -> tuple[torch.Tensor, torch.Tensor,
+                                                          torch.Tensor]:
+    """``1 1^T / M``, the complement basis of :func:`_ones_and_complement` and its transpose."""
+    ones, complement = _ones_and_complement(members)
+    return ones @ ones.T, complement, complement.T.contiguous()
 
 
 def random_mean_preserving_rotation(members: int, batch: int, generator: torch.Generator | None,
@@ -80,13 +108,15 @@ def random_mean_preserving_rotation(members: int, batch: int, generator: torch.G
     ...      dtype=torch.float64)) and torch.allclose(Q @ Q.T, torch.eye(4, dtype=Q.dtype)))
     True
     """
-    ones, complement = _ones_and_complement(members)
+    projector, complement, complement_t = _mean_projector_and_complement(members)
     gaussian = torch.randn(batch, members - 1, members - 1, generator=generator,
                            dtype=torch.float64)
     q, r = torch.linalg.qr(gaussian)
     q = q * torch.sign(torch.diagonal(r, dim1=-2, dim2=-1))[..., None, :]  # Haar measure
-    rotation = ones @ ones.T + complement @ q @ complement.T
-    return rotation.to(dtype=dtype, device=device)
+    rotation = torch.baddbmm(projector, complement @ q, complement_t.expand(batch, -1, -1))
+    if rotation.dtype != dtype or rotation.device != device:
+        rotation = rotation.to(dtype=dtype, device=device)
+    return rotation
 
 
 @dataclass(frozen=True)
@@ -114,15 +144,16 @@ class ETKF(EnsembleFilter):
     name = "etkf"
     rotate: bool = False
 
+    inflates_in_analysis = True
+
     def _analysis(self, problem: Problem, generator, state_positions, observation_positions):
-        anomalies, scaled, innovation = scaled_observation_anomalies(problem)
+        mean, anomalies, scaled, innovation = mean_and_scaled_anomalies(problem)
         gram = scaled @ scaled.transpose(-1, -2)
         projected = (scaled @ innovation[..., None])[..., 0]
-        weights = transform_weights(gram, projected)
+        weights = _inflated_transform_weights(gram, projected, self.inflation)
         if self.rotate:
             batch, members = weights.shape[:2]
             rotation = random_mean_preserving_rotation(members, batch, generator, weights.dtype,
                                                        weights.device)
             weights = weights @ rotation.transpose(-1, -2)
-        mean = problem.ensemble.mean(dim=1, keepdim=True)
-        return mean + weights.transpose(-1, -2) @ anomalies
+        return torch.baddbmm(mean, weights.transpose(-1, -2), anomalies)

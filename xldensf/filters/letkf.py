@@ -22,11 +22,14 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import ConfigurationError, ParameterError, check_name, expected_found
-from .base import EnsembleFilter, Problem, scaled_observation_anomalies
-from .etkf import transform_weights
+from .base import EnsembleFilter, Problem, mean_and_scaled_anomalies
+from .etkf import _inflated_transform_weights
 from .localization import DISTANCES, localization_weights
 
 __all__ = ["LETKF"]
+
+#: Largest taper ``(n_state, n_obs)`` kept between analyses for positions that do not change.
+TAPER_CACHE_ELEMENTS = 2**22
 
 
 @dataclass(frozen=True)
@@ -80,39 +83,73 @@ class LETKF(EnsembleFilter):
             raise ConfigurationError(expected_found("period", "a period for distance="
                                                     "'periodic'", None))
 
-    def _analysis(self, problem: Problem, generator, state_positions, observation_positions):
-        anomalies, scaled, innovation = scaled_observation_anomalies(problem)
-        batch, members, n_state = anomalies.shape
-        n_obs = scaled.shape[-1]
+    inflates_in_analysis = True
+
+    def _taper(self, state_positions: torch.Tensor | None,
+               observation_positions: torch.Tensor | None, n_state: int, n_obs: int,
+               like: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
+        """The whole taper ``(n_state, n_obs)`` (or ``None`` if too large) and the positions.
+
+        A cycled filter gets the same position tensors every cycle: the taper computed for
+        them is kept (with references to them and their version counters, so an in-place
+        change or other tensors recompute it) and reused while it is small enough.
+        """
+        positions = (state_positions, observation_positions)
+        key = (getattr(state_positions, "_version", None),
+               getattr(observation_positions, "_version", None),
+               n_state, n_obs, like.dtype, like.device)
+        cached = self.__dict__.get("_taper_cache")
+        if (cached is not None and cached[0][0] is positions[0]
+                and cached[0][1] is positions[1] and cached[1] == key):
+            return cached[2:]
         if math.isinf(self.localization):
-            state_positions = torch.zeros(n_state, dtype=anomalies.dtype)
-            observation_positions = torch.zeros(n_obs, dtype=anomalies.dtype)
+            state_positions = torch.zeros(n_state, dtype=like.dtype)
+            observation_positions = torch.zeros(n_obs, dtype=like.dtype)
         if state_positions is None or observation_positions is None:
             raise ConfigurationError(expected_found(
                 "LETKF positions", "state_positions and observation_positions",
                 "None (both are needed for a finite localization radius)"))
-        state_positions = torch.as_tensor(state_positions).to(anomalies.device)
-        observation_positions = torch.as_tensor(observation_positions).to(anomalies.device)
+        state_positions = torch.as_tensor(state_positions).to(like.device)
+        observation_positions = torch.as_tensor(observation_positions).to(like.device)
         if state_positions.shape[0] != n_state or observation_positions.shape[0] != n_obs:
             raise ConfigurationError(expected_found(
                 "positions length (state, obs)", (n_state, n_obs),
                 (state_positions.shape[0], observation_positions.shape[0])))
+        whole = None
+        if n_state * n_obs <= TAPER_CACHE_ELEMENTS:
+            whole = self._local_taper(state_positions, observation_positions, like)
+            object.__setattr__(self, "_taper_cache",
+                               (positions, key, whole, state_positions, observation_positions))
+        return whole, state_positions, observation_positions
+
+    def _local_taper(self, state_positions: torch.Tensor, observation_positions: torch.Tensor,
+                     like: torch.Tensor) -> torch.Tensor:
+        return localization_weights(state_positions, observation_positions, self.localization,
+                                    self.distance, self.period, self.sphere_radius).to(like)
+
+    def _analysis(self, problem: Problem, generator, state_positions, observation_positions):
+        mean, anomalies, scaled, innovation = mean_and_scaled_anomalies(problem)
+        batch, members, n_state = anomalies.shape
+        n_obs = scaled.shape[-1]
+        whole_taper, state_positions, observation_positions = self._taper(
+            state_positions, observation_positions, n_state, n_obs, anomalies)
         # Outer products of the observation anomaly columns: (batch, n_obs, M * M).
-        outer = (scaled.transpose(1, 2)[..., :, None] * scaled.transpose(1, 2)[..., None, :])
-        outer = outer.reshape(batch, n_obs, members * members)
+        columns = scaled.transpose(1, 2)
+        outer = (columns[..., :, None] * columns[..., None, :]).reshape(batch, n_obs,
+                                                                        members * members)
         weighted_innovation = scaled * innovation[:, None, :]          # (batch, M, n_obs)
-        mean = problem.ensemble.mean(dim=1, keepdim=True)
-        analysis = torch.empty_like(problem.ensemble)
         chunk = max(1, self.chunk_elements // max(1, batch * members * members))
+        pieces = []
         for start in range(0, n_state, chunk):
             stop = min(n_state, start + chunk)
-            taper = localization_weights(state_positions[start:stop], observation_positions,
-                                         self.localization, self.distance, self.period,
-                                         self.sphere_radius).to(anomalies)  # (chunk, n_obs)
+            taper = (whole_taper[start:stop] if whole_taper is not None else
+                     self._local_taper(state_positions[start:stop], observation_positions,
+                                       anomalies))                     # (chunk, n_obs)
             gram = (taper @ outer).reshape(batch, stop - start, members, members)
             projected = (weighted_innovation @ taper.T).transpose(1, 2)    # (batch, chunk, M)
-            weights = transform_weights(gram, projected)               # (batch, chunk, M, M)
-            local = anomalies[:, :, start:stop].permute(0, 2, 1)[..., None]  # (b, chunk, M, 1)
+            weights = _inflated_transform_weights(gram, projected, self.inflation)
+            local = anomalies[:, :, start:stop].transpose(1, 2)[..., None]  # (b, chunk, M, 1)
             increments = (weights.transpose(-1, -2) @ local)[..., 0]        # (b, chunk, M)
-            analysis[:, :, start:stop] = mean[:, :, start:stop] + increments.transpose(1, 2)
-        return analysis
+            pieces.append(increments.transpose(1, 2))
+        increments = pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=2)
+        return mean + increments
