@@ -89,6 +89,23 @@ class LDNetConfig(_ConfigMixin):
         Cosine schedule from the first to the second over each stage.
     runs_per_batch, points_per_frame
         Mini-batch: runs per step, and random grid points per run and frame.
+    frames_per_run
+        Frames per run and step at which the fields are fitted (random, without
+        replacement; the latent state is always rolled out over all frames). ``0``: all.
+    importance_fraction
+        Fraction of the points of each frame drawn with probability proportional to the
+        local activity of the frame (``|field|`` plus ``|change since the previous frame|``,
+        normalised, summed over variables); the rest are uniform. Concentrates the steps
+        on the wave fronts of localised fields.
+    relative_weighting
+        Weight the squared error of each (run, frame, variable) by the inverse of the mean
+        square of that frame (floored at ``relative_floor`` times the average), so that the
+        loss follows the relative RMSE per frame (REFERENCES §4) instead of favouring the
+        energetic frames.
+    relative_floor
+        Floor of the frame mean square, relative to its average over the training data.
+    warmup_steps
+        Linear learning-rate warm-up at the start of each stage, before the cosine decay.
     validation_fraction
         Fraction of runs held out for validation and early stopping (at least one run).
     validate_every, patience
@@ -113,6 +130,11 @@ class LDNetConfig(_ConfigMixin):
     final_learning_rate: float = 1e-4
     runs_per_batch: int = 3
     points_per_frame: int = 128
+    frames_per_run: int = 0
+    importance_fraction: float = 0.0
+    relative_weighting: bool = False
+    relative_floor: float = 0.05
+    warmup_steps: int = 0
     validation_fraction: float = 0.2
     validate_every: int = 100
     patience: int = 10
@@ -127,6 +149,13 @@ class LDNetConfig(_ConfigMixin):
         if self.steps < 0 or self.finetune_steps < 0:
             raise ConfigurationError(expected_found("steps, finetune_steps", ">= 0",
                                                     (self.steps, self.finetune_steps)))
+        if self.frames_per_run < 0 or self.warmup_steps < 0:
+            raise ConfigurationError(expected_found("frames_per_run, warmup_steps", ">= 0",
+                                                    (self.frames_per_run, self.warmup_steps)))
+        if not (0.0 <= self.importance_fraction <= 1.0 and self.relative_floor > 0):
+            raise ConfigurationError(
+                expected_found("importance_fraction in [0, 1], relative_floor > 0", "both",
+                               (self.importance_fraction, self.relative_floor)))
         if not 0.0 <= self.validation_fraction < 1.0:
             raise ConfigurationError(
                 expected_found("validation_fraction", "in [0, 1)", self.validation_fraction)

@@ -76,15 +76,21 @@ _UNIFORM_TIMES_RTOL = 1e-6
 Callback = Callable[[str, int, float], None]
 
 
-def cosine_learning_rate(step: int, steps: int, start: float, end: float) -> float:
-    """Cosine decay from ``start`` (step 0) to ``end`` (step ``steps``).
+def cosine_learning_rate(step: int, steps: int, start: float, end: float,
+                         warmup: int = 0) -> float:
+    """Cosine decay from ``start`` to ``end`` (step ``steps``), after a linear warm-up from
+    ``start / warmup`` over the first ``warmup`` steps.
 
     Examples
     --------
     >>> cosine_learning_rate(0, 10, 1e-2, 1e-4), cosine_learning_rate(10, 10, 1e-2, 1e-4)
     (0.01, 0.0001)
+    >>> cosine_learning_rate(0, 10, 1e-2, 1e-4, warmup=2)
+    0.005
     """
-    fraction = min(step / max(steps, 1), 1.0)
+    if step < warmup:
+        return start * (step + 1) / warmup
+    fraction = min((step - warmup) / max(steps - warmup, 1), 1.0)
     return end + 0.5 * (start - end) * (1.0 + math.cos(math.pi * fraction))
 
 
@@ -178,6 +184,7 @@ class _Phase:
     validate_every: int
     patience: int
     checkpoint_every: int
+    warmup_steps: int = 0
 
 
 class _Trainer:
@@ -242,7 +249,8 @@ class _Trainer:
         done = start
         for step in range(start, phase.steps):
             learning_rate = cosine_learning_rate(step, phase.steps, phase.learning_rate,
-                                                 phase.final_learning_rate)
+                                                 phase.final_learning_rate,
+                                                 phase.warmup_steps)
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate
             optimizer.zero_grad(set_to_none=True)
@@ -282,6 +290,29 @@ class _Trainer:
                                     "seconds": time.perf_counter() - began}
         logger.info("%s: %d steps, validation loss %.4g", phase.name, done, final)
         self._save(None, 0, None, None, math.inf, 0)
+
+
+# ---------------------------------------------------------------------- sampling
+def _frame_activity(fields: torch.Tensor) -> torch.Tensor:
+    """Sampling weights ``(runs, time, points)`` from normalised fields
+    ``(runs, time, points, variables)``: ``|field - frame median|`` plus ``|change since the
+    previous frame|``, each variable scaled by its mean, summed over variables."""
+    deviation = (fields - fields.median(dim=2, keepdim=True).values).abs()
+    change = torch.zeros_like(fields)
+    change[:, 1:] = (fields[:, 1:] - fields[:, :-1]).abs()
+    activity = (deviation / deviation.mean(dim=(0, 1, 2)).clamp_min(1e-12)
+                + change / change.mean(dim=(0, 1, 2)).clamp_min(1e-12)).sum(dim=-1)
+    return activity + 1e-6 * activity.mean()
+
+
+def _relative_frame_weights(fields: torch.Tensor, train_runs: torch.Tensor,
+                            floor: float) -> torch.Tensor:
+    """Loss weights ``(runs, time, variables)``: the inverse mean square of each frame of
+    each variable, floored at ``floor`` times its training average, scaled to mean 1."""
+    mean_square = (fields**2).mean(dim=2)
+    floored = torch.maximum(mean_square, floor * mean_square[train_runs].mean(dim=(0, 1)))
+    weights = 1.0 / floored
+    return weights / weights[train_runs].mean()
 
 
 # ---------------------------------------------------------------------- public entry
@@ -393,14 +424,45 @@ def fit_tensors(
         picks = torch.randint(len(train_runs), (batch,), generator=gen, device=device)
         return train_runs.to(device)[picks]
 
+    # Per-frame sampling weights (importance sampling) and loss weights (relative error).
+    with torch.no_grad():
+        activity = _frame_activity(data_fields) if config.importance_fraction > 0 else None
+        frame_weights = (_relative_frame_weights(data_fields, train_runs.to(device),
+                                                 config.relative_floor)
+                         if config.relative_weighting else None)
+    n_frames = min(config.frames_per_run or n_times, n_times)
+    n_important = round(config.importance_fraction * config.points_per_frame)
+
+    def sample_points(batch_runs: torch.Tensor, batch_frames: torch.Tensor,
+                      gen: torch.Generator) -> torch.Tensor:
+        """Point indices ``(batch, frames, points_per_frame)``: uniform, and a fraction
+        drawn proportionally to the activity of each frame."""
+        shape = (*batch_frames.shape, config.points_per_frame - n_important)
+        points = torch.randint(n_points, shape, generator=gen, device=device)
+        if n_important == 0:
+            return points
+        weights = activity[batch_runs[:, None], batch_frames].reshape(-1, n_points)
+        important = torch.multinomial(weights, n_important, replacement=True, generator=gen)
+        return torch.cat([points, important.reshape(*batch_frames.shape, n_important)], -1)
+
     def field_loss(latents: torch.Tensor, batch_runs: torch.Tensor,
                    gen: torch.Generator) -> torch.Tensor:
-        """MSE of R(s, x) at random points of every frame; latents (batch, time, n)."""
-        points = torch.randint(n_points, (len(batch_runs), n_times, config.points_per_frame),
-                               generator=gen, device=device)
-        target = data_fields[batch_runs[:, None, None], frames[None, :, None], points]
-        prediction = ldnet.reconstruct(latents, data_coords[points])
-        return torch.mean((prediction - target) ** 2)
+        """(Weighted) MSE of R(s, x) at sampled points of sampled frames; latents
+        (batch, time, n)."""
+        if n_frames < n_times:
+            batch_frames = torch.rand((len(batch_runs), n_times), generator=gen,
+                                      device=device).argsort(dim=1)[:, :n_frames]
+        else:
+            batch_frames = frames[None, :].expand(len(batch_runs), -1)
+        points = sample_points(batch_runs, batch_frames, gen)
+        target = data_fields[batch_runs[:, None, None], batch_frames[:, :, None], points]
+        batch_latents = torch.gather(latents, 1, batch_frames[:, :, None].expand(
+            -1, -1, latents.shape[-1]))
+        prediction = ldnet.reconstruct(batch_latents, data_coords[points])
+        squared = (prediction - target) ** 2        # (batch, frames, points, variables)
+        if frame_weights is not None:
+            squared = squared * frame_weights[batch_runs[:, None], batch_frames][:, :, None]
+        return torch.mean(squared)
 
     def field_validation(latents_for: Callable[[torch.Tensor], torch.Tensor]) -> float:
         total = 0.0
@@ -431,6 +493,7 @@ def fit_tensors(
         steps=config.steps, learning_rate=config.learning_rate,
         final_learning_rate=config.final_learning_rate, validate_every=config.validate_every,
         patience=config.patience, checkpoint_every=config.checkpoint_every,
+        warmup_steps=config.warmup_steps,
     ))
 
     with torch.no_grad():
@@ -444,6 +507,7 @@ def fit_tensors(
         steps=config.finetune_steps, learning_rate=config.learning_rate,
         final_learning_rate=config.final_learning_rate, validate_every=config.validate_every,
         patience=config.patience, checkpoint_every=config.checkpoint_every,
+        warmup_steps=config.warmup_steps,
     ))
 
     if model.encoder is not None:
