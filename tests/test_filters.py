@@ -175,6 +175,55 @@ def test_letkf_is_local_and_batches_like_a_loop():
     assert torch.allclose(batched[1], partial, atol=1e-12)
 
 
+@pytest.mark.parametrize("settings", [{"name": "etkf"}, {"name": "etkf", "rotate": True},
+                                      {"name": "letkf", "localization": 2.0,
+                                       "distance": "periodic", "period": 40.0}])
+def test_inflation_folded_into_the_transform_equals_inflating_afterwards(settings):
+    generator = torch.Generator().manual_seed(7)
+    prior = 3 + torch.randn(9, 40, generator=generator, dtype=F64)
+    observations = torch.randn(40, generator=generator, dtype=F64)
+    sites = torch.arange(40.0, dtype=F64)
+    kwargs = {"state_positions": sites, "observation_positions": sites}
+    name, options = settings["name"], {k: v for k, v in settings.items() if k != "name"}
+    inflated = get_filter(name, inflation=1.3, **options).analysis(
+        prior, observations, torch.eye(40, dtype=F64), 0.8,
+        torch.Generator().manual_seed(1), **kwargs)
+    plain = get_filter(name, **options).analysis(
+        prior, observations, torch.eye(40, dtype=F64), 0.8,
+        torch.Generator().manual_seed(1), **kwargs)
+    # T 1 = 1, so inflating T equals inflating the analysis anomalies (float64 round-off).
+    assert torch.allclose(inflated, xl.filters.inflate(plain, 1.3), atol=1e-12)
+    assert not torch.allclose(inflated, plain, atol=1e-3)  # the inflation did act
+
+
+def test_letkf_taper_cache_follows_the_positions():
+    generator = torch.Generator().manual_seed(8)
+    prior = torch.randn(6, 20, generator=generator, dtype=F64)
+    observations = torch.randn(20, generator=generator, dtype=F64)
+    letkf = LETKF(localization=1.0, distance="periodic", period=20.0)
+    sites = torch.arange(20.0, dtype=F64)
+
+    def analyse(state_positions, observation_positions):
+        return letkf.analysis(prior, observations, torch.eye(20, dtype=F64), 1.0,
+                              state_positions=state_positions,
+                              observation_positions=observation_positions)
+
+    def uncached(state_positions, observation_positions):
+        return LETKF(localization=1.0, distance="periodic", period=20.0).analysis(
+            prior, observations, torch.eye(20, dtype=F64), 1.0,
+            state_positions=state_positions, observation_positions=observation_positions)
+
+    first = analyse(sites, sites)
+    assert torch.equal(analyse(sites, sites), first)  # cached taper: the same result
+    shifted = sites.roll(5)
+    assert torch.equal(analyse(sites, shifted), uncached(sites, shifted))  # other tensor
+    assert not torch.allclose(analyse(sites, shifted), first)
+    moving = sites.clone()
+    assert torch.equal(analyse(moving, sites), first)
+    moving.copy_(shifted)  # an in-place change bumps the version counter: recomputed
+    assert torch.equal(analyse(moving, sites), uncached(shifted, sites))
+
+
 def test_missing_observations_equal_dropped_ones():
     prior, operator, observations, _, _ = _ring_problem()
     with_missing = observations.clone()
