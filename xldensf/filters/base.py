@@ -326,13 +326,17 @@ def scaled_observation_anomalies(problem: Problem) -> tuple[torch.Tensor, torch.
     return anomalies, scaled, innovation
 
 
-def mean_and_scaled_anomalies(problem: Problem) -> tuple[torch.Tensor, torch.Tensor,
-                                                         torch.Tensor, torch.Tensor]:
-    """The ensemble mean ``(batch, 1, n_state)``, then :func:`scaled_observation_anomalies`."""
+def mean_and_scaled_anomalies(problem: Problem, observed: torch.Tensor | None = None
+                              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The ensemble mean ``(batch, 1, n_state)``, then :func:`scaled_observation_anomalies`.
+
+    ``observed`` is ``H(ensemble)`` if the caller has it already (else it is computed).
+    """
     ensemble = problem.ensemble
     mean = ensemble.mean(dim=1, keepdim=True)
     anomalies = ensemble - mean
-    observed = problem.operator.apply(ensemble)
+    if observed is None:
+        observed = problem.operator.apply(ensemble)
     observed_mean = observed.mean(dim=1)
     inverse_std = problem.inverse_std[:, None, :]
     scaled = (observed - observed_mean[:, None, :]) * inverse_std

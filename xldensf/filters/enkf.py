@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .base import EnsembleFilter, Problem, add_to_diagonal, scaled_observation_anomalies
+from .base import EnsembleFilter, Problem, add_to_diagonal, mean_and_scaled_anomalies
 
 __all__ = ["EnKF"]
 
@@ -53,12 +53,13 @@ class EnKF(EnsembleFilter):
     center_perturbations: bool = True
 
     def _analysis(self, problem: Problem, generator, state_positions, observation_positions):
-        anomalies, scaled, _ = scaled_observation_anomalies(problem)
         ensemble = problem.ensemble
         observed = problem.operator.apply(ensemble)
+        _, anomalies, scaled, _ = mean_and_scaled_anomalies(problem, observed)
         noise = torch.randn(observed.shape, generator=generator, dtype=observed.dtype,
                             device="cpu" if generator is None else generator.device)
-        noise = noise.to(observed.device)
+        if noise.device != observed.device:
+            noise = noise.to(observed.device)
         if self.center_perturbations:
             noise = noise - noise.mean(dim=1, keepdim=True)
         # Scaled innovations per member: (y + eps - H(x_m)) R^-1/2, eps = R^1/2 noise.
@@ -71,4 +72,4 @@ class EnKF(EnsembleFilter):
         # increments = (innov S^T C^-1) A, C symmetric positive definite.
         coefficients = torch.cholesky_solve(scaled @ scaled_innovations.transpose(-1, -2),
                                             factor)
-        return ensemble + coefficients.transpose(-1, -2) @ anomalies
+        return torch.baddbmm(ensemble, coefficients.transpose(-1, -2), anomalies)
