@@ -173,3 +173,18 @@ def test_resume_refuses_a_checkpoint_of_another_run(tmp_path):
         _fit_tiny(tmp_path, ("ldnet", 5))
     with pytest.raises(xl.ConfigurationError, match="checkpoint"):
         _fit_tiny(tmp_path, seed=1)
+
+
+def test_importance_sampling_and_relative_weighting_train():
+    """The optional sampling levers of LDNetConfig run end to end and change the result."""
+    parameters = wave_parameters(6, seed=4)
+    fields = travelling_wave(parameters, X, TIMES)
+    plain = fit_tensors(fields, X[:, None], TIMES, parameters, config=TINY, seed=0)
+    levers = fit_tensors(fields, X[:, None], TIMES, parameters, seed=0,
+                         config=TINY.replace(importance_fraction=0.5, relative_weighting=True,
+                                             warmup_steps=3))
+    u = plain.normalize_parameters(parameters)
+    with torch.no_grad():
+        first, second = plain.decode(plain.unroll(u)), levers.decode(levers.unroll(u))
+    assert torch.isfinite(second).all()
+    assert not torch.equal(first, second)  # the levers change which points are trained on
