@@ -11,6 +11,8 @@ Examples
 from . import (
     accessor,  # noqa: F401  (registers ds.ldensf)
     io,
+    metrics,
+    plot,
     relief,
 )
 from ._version import __version__
@@ -30,6 +32,8 @@ __all__ = [
     "__version__",
     "io",
     "relief",
+    "metrics",
+    "plot",
     "XLDEnSFError",
     "UnknownNameError",
     "ParameterError",

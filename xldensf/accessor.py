@@ -65,3 +65,10 @@ class LDEnSFAccessor:
         from .metrics import spread_skill_ratio
 
         return spread_skill_ratio(self._obj, truth, variables)
+
+    def plot(self, truth: xr.Dataset | None = None, **kwargs: Any) -> Any:
+        """Truth / analysis mean / error / spread panels (maps on lat/lon grids); see
+        :func:`xldensf.plot.plot_analysis`."""
+        from .plot import plot_analysis
+
+        return plot_analysis(self._obj, truth, **kwargs)

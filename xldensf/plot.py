@@ -25,9 +25,10 @@ import cf_xarray  # noqa: F401  (registers ds.cf)
 import numpy as np
 import xarray as xr
 
+from .conventions import MEMBER_DIM
 from .errors import DataError, UnknownNameError, expected_found
 
-__all__ = ["configure_cartopy", "natural_earth_dir", "plot_fields"]
+__all__ = ["configure_cartopy", "natural_earth_dir", "plot_fields", "plot_analysis"]
 
 
 def natural_earth_dir() -> Path:
@@ -85,8 +86,6 @@ def plot_fields(
     -------
     matplotlib.figure.Figure
     """
-    import matplotlib.pyplot as plt
-
     time_name = dataset.cf["T"].name if "T" in dataset.cf.axes else None
     if time_name is None:
         raise DataError(expected_found("dataset axes", "a time axis (CF axis T)",
@@ -100,51 +99,148 @@ def plot_fields(
     for name in variables:
         if name not in dataset.data_vars:
             raise UnknownNameError(expected_found("variable", list(dataset.data_vars), name))
-    first = dataset[variables[0]]
-    on_sphere = _is_lat_lon(first)
+    on_sphere = _is_lat_lon(dataset[variables[0]])
+    figure, axes = _figure(len(variables), len(times), on_sphere)
+    for row, name in enumerate(variables):
+        field = dataset[name]
+        limit = float(np.nanmax(np.abs(field.values))) or 1.0
+        for col, index in enumerate(times):
+            snapshot = field.isel({time_name: index})
+            image = _draw(axes[row, col], snapshot, on_sphere, cmap, -limit, limit, coastlines)
+            axes[row, col].set_title(f"{name}, {time_name} = {float(snapshot[time_name]):g}",
+                                     fontsize=9)
+        if field.ndim > 2:
+            figure.colorbar(image, ax=axes[row, :].tolist(), shrink=0.85,
+                            label=f"{name} [{field.attrs.get('units', '')}]")
+    if dataset[variables[0]].ndim == 2:
+        figure.legend(list(variables), loc="outside upper right")
+    return figure
+
+
+def plot_analysis(
+    analysis: xr.Dataset,
+    truth: xr.Dataset | None = None,
+    variables: str | Sequence[str] | None = None,
+    *,
+    time: int = -1,
+    cmap: str = "RdBu_r",
+    coastlines: bool = True,
+):
+    """Truth / analysis mean / error / spread panels at one analysis time.
+
+    Parameters
+    ----------
+    analysis
+        Analysis ensemble with a ``member`` dim (as returned by ``assimilate``).
+    truth
+        True fields on the same grid (selected at the analysis time by value); without it
+        only the mean and spread panels are drawn.
+    variables
+        Variables to show, one row each (default: every gridded analysis variable that is
+        not a forecast).
+    time
+        Integer index of the analysis time.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+
+    Examples
+    --------
+    >>> import matplotlib
+    >>> matplotlib.use("Agg")
+    >>> import xldensf as xl
+    >>> truth = xl.simulate("lorenz96", runs=1, seed=1, preset="small", n_outputs=3)
+    >>> obs = truth.isel(run=0).ldensf.observe(stations=40, noise=0.1, seed=0)
+    >>> analysis = obs.ldensf.assimilate(xl.simulator("lorenz96", preset="small"),
+    ...                                  method="etkf", members=5, seed=0)
+    >>> len(plot_analysis(analysis, truth).axes)
+    4
+    """
+    if MEMBER_DIM not in analysis.dims:
+        raise DataError(expected_found("analysis dims", "a member dim", sorted(analysis.dims)))
+    time_name = analysis.cf["T"].name
+    snapshot = analysis.isel({time_name: time})
+    grid_dims = [d for d in snapshot.dims if d != MEMBER_DIM]
+    if variables is None:
+        variables = [name for name, v in snapshot.data_vars.items()
+                     if grid_dims and set(grid_dims) <= set(v.dims)
+                     and not name.endswith("_forecast")]
+    elif isinstance(variables, str):
+        variables = [variables]
+    for name in variables:
+        if name not in snapshot.data_vars:
+            raise UnknownNameError(expected_found("variable", list(snapshot.data_vars), name))
+    if truth is not None:
+        if "run" in truth.dims:
+            truth = truth.isel(run=0)
+        truth = truth.sel({time_name: snapshot[time_name]})
+    on_sphere = _is_lat_lon(snapshot[variables[0]])
+    columns = ["truth", "analysis mean", "error (mean - truth)", "spread"]
+    if truth is None:
+        columns = ["analysis mean", "spread"]
+    figure, axes = _figure(len(variables), len(columns), on_sphere)
+    for row, name in enumerate(variables):
+        mean = snapshot[name].mean(MEMBER_DIM)
+        panels = {"analysis mean": mean, "spread": snapshot[name].std(MEMBER_DIM, ddof=1)}
+        if truth is not None:
+            if name not in truth:
+                raise DataError(expected_found(f"truth variable {name!r}",
+                                               sorted(truth.data_vars), "missing"))
+            panels["truth"] = truth[name].transpose(*mean.dims)
+            panels["error (mean - truth)"] = mean - panels["truth"]
+        limit = float(np.nanmax(np.abs(panels.get("truth", mean).values))) or 1.0
+        for col, title in enumerate(columns):
+            field = panels[title]
+            if title == "spread":
+                top = float(np.nanmax(field.values)) or 1.0
+                image = _draw(axes[row, col], field, on_sphere, "viridis", 0.0, top, coastlines)
+            else:
+                image = _draw(axes[row, col], field, on_sphere, cmap, -limit, limit, coastlines)
+            axes[row, col].set_title(f"{name}: {title}", fontsize=9)
+            if field.ndim == 2:
+                figure.colorbar(image, ax=axes[row, col], shrink=0.8,
+                                label=snapshot[name].attrs.get("units", ""))
+    figure.suptitle(f"{time_name} = {float(snapshot[time_name]):g}", fontsize=10)
+    return figure
+
+
+def _figure(rows: int, cols: int, on_sphere: bool):
+    import matplotlib.pyplot as plt
+
     subplot_kw: dict[str, Any] = {}
     if on_sphere:
         configure_cartopy()
         import cartopy.crs as ccrs
 
         subplot_kw = {"projection": ccrs.Robinson()}
-    rows, cols = len(variables), len(times)
-    figure, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.4 * rows), squeeze=False,
-                                subplot_kw=subplot_kw, constrained_layout=True)
-    for row, name in enumerate(variables):
-        field = dataset[name]
-        limit = float(np.nanmax(np.abs(field.values))) or 1.0
-        units = field.attrs.get("units", "")
-        for col, index in enumerate(times):
-            axis = axes[row, col]
-            snapshot = field.isel({time_name: index})
-            label = f"{name} [{units}]"
-            title = f"{name}, {time_name} = {float(snapshot[time_name]):g}"
-            if on_sphere:
-                import cartopy.crs as ccrs
+    return plt.subplots(rows, cols, figsize=(4.2 * cols, 3.4 * rows), squeeze=False,
+                        subplot_kw=subplot_kw, constrained_layout=True)
 
-                lon, lat = snapshot.cf["longitude"], snapshot.cf["latitude"]
-                image = axis.pcolormesh(lon, lat, snapshot.transpose(lat.name, lon.name),
-                                        transform=ccrs.PlateCarree(), cmap=cmap,
-                                        vmin=-limit, vmax=limit, shading="auto")
-                if coastlines:
-                    axis.coastlines(resolution="110m", linewidth=0.6)
-                axis.set_global()
-            elif snapshot.ndim == 1:
-                (image,) = axis.plot(snapshot[snapshot.dims[0]], snapshot)
-                axis.set_ylim(-limit, limit)
-                axis.set_xlabel(snapshot.dims[0])
-                label = None
-            else:
-                y_name, x_name = snapshot.dims
-                image = axis.pcolormesh(snapshot[x_name], snapshot[y_name], snapshot,
-                                        cmap=cmap, vmin=-limit, vmax=limit, shading="auto")
-                axis.set_aspect("equal")
-                axis.set_xlabel(x_name)
-                axis.set_ylabel(y_name)
-            axis.set_title(title, fontsize=9)
-            if label and col == cols - 1:
-                figure.colorbar(image, ax=axes[row, :].tolist(), label=label, shrink=0.85)
+
+def _draw(axis: Any, snapshot: xr.DataArray, on_sphere: bool, cmap: str, vmin: float,
+          vmax: float, coastlines: bool) -> Any:
+    """Draw one field: a map, a planar image or a line; return the artist."""
+    if on_sphere:
+        import cartopy.crs as ccrs
+
+        lon, lat = snapshot.cf["longitude"], snapshot.cf["latitude"]
+        image = axis.pcolormesh(lon, lat, snapshot.transpose(lat.name, lon.name),
+                                transform=ccrs.PlateCarree(), cmap=cmap, vmin=vmin,
+                                vmax=vmax, shading="auto")
+        if coastlines:
+            axis.coastlines(resolution="110m", linewidth=0.6)
+        axis.set_global()
+        return image
     if snapshot.ndim == 1:
-        figure.legend([name for name in variables], loc="outside upper right")
-    return figure
+        (image,) = axis.plot(snapshot[snapshot.dims[0]], snapshot)
+        axis.set_ylim(vmin, vmax)
+        axis.set_xlabel(snapshot.dims[0])
+        return image
+    y_name, x_name = snapshot.dims
+    image = axis.pcolormesh(snapshot[x_name], snapshot[y_name], snapshot, cmap=cmap,
+                            vmin=vmin, vmax=vmax, shading="auto")
+    axis.set_aspect("equal")
+    axis.set_xlabel(x_name)
+    axis.set_ylabel(y_name)
+    return image
