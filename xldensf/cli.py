@@ -1,4 +1,4 @@
-"""The ``xldensf`` command line: ``xldensf simulate|demo ...``.
+"""The ``xldensf`` command line: ``xldensf simulate|train|demo ...``.
 
 Examples
 --------
@@ -28,6 +28,20 @@ def _simulate(args: argparse.Namespace) -> None:
     print(f"wrote {args.output}: {dict(dataset.sizes)}")
 
 
+def _train(args: argparse.Namespace) -> None:
+    from .simulators import simulate, simulator
+    from .surrogate import fit
+
+    runs = simulate(args.case, runs=args.runs, seed=args.seed, preset=args.preset,
+                    dtype="float32", progress=not args.quiet)
+    names = list(simulator(args.case, preset=args.preset).parameter_names)
+    model = fit(runs, names, stations=args.stations, preset=args.preset, seed=args.seed,
+                progress=not args.quiet)
+    model.save(args.output)
+    print(f"wrote {args.output}: LD-EnSF surrogate of {args.case} ({args.runs} runs, "
+          f"parameters {names})")
+
+
 def _demo(args: argparse.Namespace) -> None:
     from .demo import run_demo
 
@@ -52,6 +66,17 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--output", "-o", required=True, help="netCDF file to write")
     simulate.add_argument("--quiet", action="store_true", help="no progress bars")
     simulate.set_defaults(handler=_simulate)
+
+    train = commands.add_parser("train", help="simulate runs and train a latent surrogate")
+    train.add_argument("case", choices=sorted(CASES))
+    train.add_argument("--preset", choices=PRESETS, default="small")
+    train.add_argument("--runs", type=int, default=60)
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--stations", type=int, default=None,
+                       help="station count for the encoder (e.g. 100), default: no encoder")
+    train.add_argument("--output", "-o", required=True, help="model file to write")
+    train.add_argument("--quiet", action="store_true", help="no progress bars")
+    train.set_defaults(handler=_train)
 
     demo = commands.add_parser("demo", help="the built-in demonstration (small tsunami)")
     demo.add_argument("--output", "-o", default="out", help="directory for netCDF and PNG")
