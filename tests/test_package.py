@@ -106,3 +106,17 @@ def test_cli_entry_point_runs():
     done = subprocess.run([sys.executable, "-m", "xldensf.cli", "--version"],
                           capture_output=True, text=True, check=True)
     assert xl.__version__ in done.stdout
+
+
+def test_shipped_demo_model_matches_the_small_tsunami_grid():
+    import numpy as np
+
+    from xldensf.demo import shipped_model_path
+
+    model = xl.load_model(shipped_model_path())
+    grid = xl.simulate("tsunami", runs=1, seed=0, preset="small", n_outputs=2)
+    forecast = model.forecast({"x0": float(grid["x0"][0]), "y0": float(grid["y0"][0])})
+    assert set(forecast.data_vars) >= {"u", "v", "eta"}
+    np.testing.assert_allclose(forecast["x"].values, grid["x"].values)
+    np.testing.assert_allclose(forecast["y"].values, grid["y"].values)
+    assert forecast["eta"].attrs["units"] == "m"

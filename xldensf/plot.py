@@ -238,9 +238,18 @@ def _draw(axis: Any, snapshot: xr.DataArray, on_sphere: bool, cmap: str, vmin: f
         axis.set_xlabel(snapshot.dims[0])
         return image
     y_name, x_name = snapshot.dims
-    image = axis.pcolormesh(snapshot[x_name], snapshot[y_name], snapshot, cmap=cmap,
-                            vmin=vmin, vmax=vmax, shading="auto")
+    (x, x_label), (y, y_label) = _axis_values(snapshot[x_name]), _axis_values(snapshot[y_name])
+    image = axis.pcolormesh(x, y, snapshot, cmap=cmap, vmin=vmin, vmax=vmax, shading="auto")
     axis.set_aspect("equal")
-    axis.set_xlabel(x_name)
-    axis.set_ylabel(y_name)
+    axis.set_xlabel(x_label)
+    axis.set_ylabel(y_label)
     return image
+
+
+def _axis_values(coordinate: xr.DataArray) -> tuple[np.ndarray, str]:
+    """Coordinate values and label; distances in metres over 10 km are shown in km."""
+    units = coordinate.attrs.get("units", "")
+    values = np.asarray(coordinate.values)
+    if units == "m" and np.ptp(values) > 1e4:
+        return values / 1e3, f"{coordinate.name} [km]"
+    return values, f"{coordinate.name} [{units}]" if units else str(coordinate.name)

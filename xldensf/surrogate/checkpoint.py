@@ -40,7 +40,6 @@ from __future__ import annotations
 import json
 import os
 import struct
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +48,7 @@ import torch
 
 from .._version import __version__
 from ..errors import DataError, expected_found
+from ..io import atomic_path
 from .config import EncoderConfig, LDNetConfig
 
 __all__ = ["save_model", "load_model", "atomic_write_bytes", "read_safetensors",
@@ -77,17 +77,10 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle = tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.",
-                                         suffix=".tmp", delete=False)
-    try:
-        with handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(handle.name, path)
-    except BaseException:
-        Path(handle.name).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as temporary, open(temporary, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
 
 
 def read_safetensors(path: str | os.PathLike,
