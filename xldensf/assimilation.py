@@ -46,6 +46,7 @@ from .conventions import (
 from .errors import ConfigurationError, DataError, UnknownNameError, expected_found
 from .filters import FILTERS, cycle, get_filter
 from .observations import GridGeometry, InterpolationOperator, StationPositions
+from .options import resolve_seed
 from .simulators.base import Simulator
 
 __all__ = ["ObservationProblem", "observation_problem", "assimilate", "FULL_ORDER_METHODS"]
@@ -396,8 +397,7 @@ def assimilate(
     method = "letkf" if method is None else method
     if method not in FILTERS:
         raise UnknownNameError(expected_found("method", FULL_ORDER_METHODS, method))
-    if seed is None:
-        seed = int(np.random.SeedSequence().entropy % (2**31 - 1))
+    seed = resolve_seed(seed)
     generator = torch.Generator().manual_seed(int(seed))
     geometry = GridGeometry.from_simulator(model)
     problem = observation_problem(observations, model, obs_error=obs_error, geometry=geometry)

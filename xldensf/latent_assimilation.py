@@ -62,6 +62,7 @@ from .conventions import MEMBER_DIM, convert_values, coordinate_attrs
 from .errors import ConfigurationError, DataError, check_name, expected_found
 from .filters import cycle, get_filter
 from .observations import GridGeometry
+from .options import resolve_seed
 from .surrogate import LatentModel
 from .surrogate.api import _forecast_points, _frame_indices
 
@@ -414,8 +415,7 @@ def assimilate_latent(
     likelihood = check_name("likelihood", likelihood or DEFAULT_LIKELIHOOD, LIKELIHOODS)
     if not (parameter_jitter >= 0 and math.isfinite(parameter_jitter)):
         raise ConfigurationError(expected_found("parameter_jitter", ">= 0", parameter_jitter))
-    if seed is None:
-        seed = int(np.random.SeedSequence().entropy % (2**31 - 1))
+    seed = resolve_seed(seed)
     generator = torch.Generator().manual_seed(int(seed))
     meta = model.metadata
     geometry = latent_geometry(model)

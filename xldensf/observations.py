@@ -51,6 +51,7 @@ import xarray as xr
 from ._version import __version__
 from .conventions import STATION_DIM, convert_values, parse_units, units
 from .errors import DataError, ParameterError, UnitsError, UnknownNameError, expected_found
+from .options import resolve_seed
 
 __all__ = [
     "EARTH_RADIUS",
@@ -983,8 +984,7 @@ def observe(
     time_dim = time.dims[0]
     names = _observed_variables(dataset, variables, (time_dim, *geometry.dims))
     every = _positive_int("every", every)
-    if seed is None:
-        seed = int(np.random.SeedSequence().entropy % (2**31 - 1))
+    seed = resolve_seed(seed)
     station_seed, noise_seed = np.random.SeedSequence(int(seed)).spawn(2)
     obs_times = dataset[time_dim].isel({time_dim: slice(None, None, every)})
     positions = _positions_for(geometry, stations, np.random.default_rng(station_seed), obs_times)

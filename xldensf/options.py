@@ -13,9 +13,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
+
 from .errors import UnknownNameError, XLDEnSFError, expected_found
 
-__all__ = ["set_options", "get_options"]
+__all__ = ["set_options", "get_options", "resolve_seed"]
 
 _OPTIONS: dict[str, Any] = {"progress": True}
 _VALIDATORS: dict[str, Callable[[Any], bool]] = {"progress": lambda value: isinstance(value, bool)}
@@ -55,3 +57,18 @@ class set_options:  # noqa: N801 - lower case like xarray.set_options
 def progress_enabled(progress: bool | None) -> bool:
     """Resolve a per-call ``progress`` argument against the global option."""
     return _OPTIONS["progress"] if progress is None else bool(progress)
+
+
+def resolve_seed(seed: int | None) -> int:
+    """``seed`` itself, or a fresh random seed when it is ``None`` (to be recorded in attrs).
+
+    Examples
+    --------
+    >>> resolve_seed(7)
+    7
+    >>> 0 <= resolve_seed(None) < 2**31 - 1
+    True
+    """
+    if seed is None:
+        return int(np.random.SeedSequence().entropy % (2**31 - 1))
+    return int(seed)

@@ -23,6 +23,7 @@ import torch
 import xarray as xr
 
 from ..errors import ConfigurationError, ParameterError, check_name, expected_found
+from ..options import resolve_seed
 from .base import CoordinateSpec, ParameterSpec, Simulator
 from .dataset import parameters_from_mapping, trajectory_to_dataset
 
@@ -146,8 +147,7 @@ def simulate(
     ('run', 'time', 'k')
     """
     model = simulator(case, preset, dtype=dtype, device=device, progress=progress, **config)
-    if seed is None:
-        seed = int(np.random.SeedSequence().entropy % (2**31 - 1))
+    seed = resolve_seed(seed)
     generator = torch.Generator().manual_seed(int(seed))
     if parameters is not None:
         values = parameters_from_mapping(model, parameters)

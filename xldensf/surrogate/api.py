@@ -39,6 +39,7 @@ from ..errors import (
     check_name,
     expected_found,
 )
+from ..options import resolve_seed
 from .config import EncoderConfig, LDNetConfig
 from .latent_model import LatentModel, SurrogateMetadata
 from .training import fit_tensors
@@ -270,8 +271,7 @@ def fit(
         stations, grid_dims, grid_values,
         [coordinate_attrs[dim].get("units") for dim in grid_dims])
 
-    if seed is None:
-        seed = int(np.random.SeedSequence().entropy % (2**31 - 1))
+    seed = resolve_seed(seed)
     config = getattr(LDNetConfig, preset)().replace(**overrides)
     encoder_config = None
     if station_indices is not None:
