@@ -280,33 +280,9 @@ def _prior_ensemble(model: Simulator, prior: xr.Dataset | None, members: int,
     return state, parameters
 
 
-def _localization_setup(model: Simulator, geometry: GridGeometry, settings: dict[str, Any]
-                        ) -> tuple[torch.Tensor, dict[str, Any]]:
-    """Grid point positions for the LETKF and the matching distance settings."""
-    points = torch.as_tensor(geometry.grid_points())
-    extra: dict[str, Any] = {}
-    if geometry.sphere:
-        lat_index = [axis.role for axis in geometry.axes].index("latitude")
-        points = torch.deg2rad(points[:, [lat_index, 1 - lat_index]])
-        extra = {"distance": "sphere", "sphere_radius": geometry.radius}
-    elif any(axis.period is not None for axis in geometry.axes):
-        extra = {"distance": "periodic",
-                 "period": [axis.period if axis.period is not None else math.inf
-                            for axis in geometry.axes]}
-        extra["period"] = (extra["period"][0] if len(extra["period"]) == 1
-                           else torch.tensor(extra["period"], dtype=torch.float64))
-    else:
-        scale = [float(convert_values(np.array(1.0), axis.units or "1", "m"))
-                 if geometry.distance_units == "m" else 1.0 for axis in geometry.axes]
-        points = points * torch.tensor(scale, dtype=torch.float64)
-        extra = {"distance": "planar"}
-    for key, value in extra.items():
-        settings.setdefault(key, value)
-    return points, settings
-
-
-def _station_points(geometry: GridGeometry, positions: np.ndarray) -> torch.Tensor:
-    """Station positions in the same frame as :func:`_localization_setup`'s grid points."""
+def _localization_points(geometry: GridGeometry, positions: np.ndarray) -> torch.Tensor:
+    """Positions ``(n, n_axes)`` in the grid's units -> the LETKF's frame: (lat, lon) in
+    radians on the sphere, metres on bounded planar grids, grid units when periodic."""
     points = torch.as_tensor(np.asarray(positions, dtype=np.float64))
     if geometry.sphere:
         lat_index = [axis.role for axis in geometry.axes].index("latitude")
@@ -316,6 +292,21 @@ def _station_points(geometry: GridGeometry, positions: np.ndarray) -> torch.Tens
                  for axis in geometry.axes]
         return points * torch.tensor(scale, dtype=torch.float64)
     return points
+
+
+def _localization_settings(geometry: GridGeometry, settings: dict[str, Any]) -> dict[str, Any]:
+    """``settings`` with the distance kind (and period or radius) matching the grid."""
+    if geometry.sphere:
+        extra: dict[str, Any] = {"distance": "sphere", "sphere_radius": geometry.radius}
+    elif any(axis.period is not None for axis in geometry.axes):
+        periods = [axis.period if axis.period is not None else math.inf
+                   for axis in geometry.axes]
+        extra = {"distance": "periodic",
+                 "period": periods[0] if len(periods) == 1
+                 else torch.tensor(periods, dtype=torch.float64)}
+    else:
+        extra = {"distance": "planar"}
+    return {**extra, **settings}
 
 
 def assimilate(
@@ -418,7 +409,8 @@ def assimilate(
                  else operator_for(problem.positions.values))
     state_positions = observation_positions = None
     if method == "letkf":
-        grid_points, settings = _localization_setup(model, geometry, settings)
+        settings = _localization_settings(geometry, settings)
+        grid_points = _localization_points(geometry, geometry.grid_points())
         # Parameters are global: they sit at a point whose distance to every station is
         # zero, i.e. at each station itself, which the LETKF cannot express; the augmented
         # rows are therefore analysed by the global ETKF below instead.
@@ -427,7 +419,7 @@ def assimilate(
                                      grid_points[:1].repeat(n_params, 1)])
         station_frames = (problem.positions.values if moving
                           else [problem.positions.values])
-        converted = [_station_points(geometry, frame) for frame in station_frames]
+        converted = [_localization_points(geometry, frame) for frame in station_frames]
         observation_positions = [c.repeat(len(variable_indices), 1) for c in converted]
         if not moving:
             observation_positions = observation_positions[0]
