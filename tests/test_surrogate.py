@@ -122,6 +122,28 @@ def test_original_variant_has_no_fourier_features():
     assert any("frequencies" in name for name, _ in improved.named_buffers())
 
 
+def test_latent_modulation_starts_as_the_plain_network_and_then_acts():
+    """FiLM of R's hidden layers: zero-initialised (same outputs as without it), and once its
+    weights are non-zero the latent changes every hidden layer, not just the first."""
+    plain = make_model(TINY.replace(reconstruction_depth=3))
+    modulated = make_model(TINY.replace(reconstruction_depth=3, latent_modulation=True))
+    plain_state = plain.state_dict()
+    assert set(plain_state) < set(modulated.state_dict())   # only the FiLM map is added
+    modulated.load_state_dict(plain_state, strict=False)
+    u = torch.tensor([[-1.0, 0.0], [1.0, 0.5]])
+    with torch.no_grad():
+        latents = plain.unroll(u)
+        # equal up to float32 rounding: the plain model decodes through the hand-written
+        # inference path (LatentModel.decoder_at), the modulated one through the modules
+        assert torch.allclose(modulated.decode(latents), plain.decode(latents), atol=1e-6)
+        torch.nn.init.normal_(modulated.ldnet.reconstruction.modulation.weight)
+        assert not torch.allclose(modulated.decode(latents), plain.decode(latents), atol=1e-3)
+    # saved configurations without the field (older files) load as unmodulated
+    values = TINY.to_dict()
+    del values["latent_modulation"]
+    assert LDNetConfig.from_dict(values).latent_modulation is False
+
+
 def test_shapes_of_the_tensor_methods():
     model = make_model()
     u = torch.zeros(6, 2)

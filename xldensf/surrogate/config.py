@@ -86,6 +86,10 @@ class LDNetConfig(_ConfigMixin):
         ``True`` selects the original LDNet (Regazzoni et al. 2024): s_0 = 0 fixed and a
         plain MLP R on ``[x, s]`` (no Fourier features, no residual connections). For the
         ablation.
+    latent_modulation
+        ``True``: the latent state also scales and shifts each hidden layer of R (FiLM),
+        besides entering its first layer; ``False`` (the default, and the value of model
+        files written before this option existed): first layer only.
     steps, finetune_steps
         Adam steps of stage 1 (F and R jointly) and stage 2 (R alone on frozen latents).
     learning_rate, final_learning_rate
@@ -127,6 +131,7 @@ class LDNetConfig(_ConfigMixin):
     activation: str = "tanh"
     time_scale: float = 0.1
     original: bool = False
+    latent_modulation: bool = False
     steps: int = 3000
     finetune_steps: int = 1000
     learning_rate: float = 2e-3

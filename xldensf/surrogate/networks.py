@@ -7,7 +7,8 @@ Improved LDNet of LD-EnSF (Xiao, Si & Chen, ICLR 2026, arXiv 2411.19305), built 
 - shifted start: the recursion starts at ``s_{-1} = 0``, so ``s_0 = (dt / dt_ref) F(0, u)``
   depends on the (normalised) parameters ``u``;
 - ``R(s, x)`` is a residual MLP on ``[sin(2 pi B x), cos(2 pi B x), s]`` with fixed random
-  Fourier frequencies ``B``.
+  Fourier frequencies ``B``; optionally (``latent_modulation``) s also scales and shifts
+  every hidden layer (FiLM).
 
 With ``original=True`` the original LDNet is built instead: ``s_0 = 0`` and a plain MLP on
 ``[x, s]``. All tensors here are nondimensional (normalised); units live in
@@ -40,7 +41,7 @@ from torch import nn
 from .config import LDNetConfig
 
 __all__ = ["activation_module", "MLPBody", "FourierFeatures", "DynamicsNetwork",
-           "ReconstructionNetwork", "LDNet"]
+           "ReconstructionNetwork", "ModulatedReconstructionNetwork", "LDNet"]
 
 _ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "gelu": nn.GELU, "silu": nn.SiLU}
 
@@ -65,9 +66,16 @@ class MLPBody(nn.Module):
         self.activation = activation_module(activation)
         self.residual = residual
 
-    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        for layer in self.hidden:
-            update = self.activation(layer(hidden))
+    def forward(self, hidden: torch.Tensor,
+                modulation: torch.Tensor | None = None) -> torch.Tensor:
+        """``modulation`` ``(..., depth - 1, 2, width)``: optional FiLM scale and shift of
+        each hidden layer, ``act((W h + b) * (1 + scale) + shift)``."""
+        for index, layer in enumerate(self.hidden):
+            pre_activation = layer(hidden)
+            if modulation is not None:
+                scale, shift = modulation[..., index, 0, :], modulation[..., index, 1, :]
+                pre_activation = pre_activation * (1.0 + scale) + shift
+            update = self.activation(pre_activation)
             hidden = hidden + update if self.residual else update
         return self.output(hidden)
 
@@ -135,12 +143,40 @@ class ReconstructionNetwork(nn.Module):
         self.activation = activation_module(activation)
         self.body = MLPBody(width, depth, n_variables, activation, residual=fourier)
 
+    def modulation_of(self, latent: torch.Tensor) -> torch.Tensor | None:
+        """FiLM scales and shifts of the hidden layers for latent ``(..., n)`` (none here)."""
+        return None
+
     def forward(self, latent: torch.Tensor, coordinates: torch.Tensor) -> torch.Tensor:
         """Fields ``(..., points, n_variables)`` from latent ``(..., n)`` and normalised
         coordinates ``(..., points, dim)``; leading dims broadcast (points may be shared)."""
         coordinate_term = self.coordinate_input(self.features(coordinates))
         latent_term = self.latent_input(latent).unsqueeze(-2)
-        return self.body(self.activation(coordinate_term + latent_term))
+        return self.body(self.activation(coordinate_term + latent_term),
+                         self.modulation_of(latent))
+
+
+class ModulatedReconstructionNetwork(ReconstructionNetwork):
+    """:class:`ReconstructionNetwork` whose latent state also scales and shifts every hidden
+    layer (FiLM, Perez et al. 2018): ``act((W h + b) * (1 + gamma(s)) + beta(s))`` with
+    ``(gamma, beta)`` one linear map of s, initialised to zero so that training starts from
+    the unmodulated network. Same arguments as the parent class.
+    """
+
+    def __init__(self, latent_dim: int, coordinate_dim: int, n_variables: int, width: int,
+                 depth: int, activation: str, fourier: bool, n_features: int,
+                 fourier_scale: float, generator: torch.Generator | None = None) -> None:
+        super().__init__(latent_dim, coordinate_dim, n_variables, width, depth, activation,
+                         fourier, n_features, fourier_scale, generator)
+        self.modulation_shape = (depth - 1, 2, width)
+        self.modulation = nn.Linear(latent_dim, math.prod(self.modulation_shape))
+        nn.init.zeros_(self.modulation.weight)
+        nn.init.zeros_(self.modulation.bias)
+
+    def modulation_of(self, latent: torch.Tensor) -> torch.Tensor:
+        """``(..., 1, depth - 1, 2, width)``: one FiLM per latent state, shared by its
+        points."""
+        return self.modulation(latent).unflatten(-1, self.modulation_shape).unsqueeze(-4)
 
 
 class LDNet(nn.Module):
@@ -164,7 +200,9 @@ class LDNet(nn.Module):
         self.original = config.original
         self.dynamics = DynamicsNetwork(config.latent_dim, n_parameters, config.dynamics_width,
                                         config.dynamics_depth, config.activation)
-        self.reconstruction = ReconstructionNetwork(
+        network = (ModulatedReconstructionNetwork if config.latent_modulation
+                   else ReconstructionNetwork)
+        self.reconstruction = network(
             config.latent_dim, coordinate_dim, n_variables, config.reconstruction_width,
             config.reconstruction_depth, config.activation, fourier=not config.original,
             n_features=config.fourier_features, fourier_scale=config.fourier_scale,
