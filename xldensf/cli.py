@@ -1,4 +1,4 @@
-"""The ``xldensf`` command line: ``xldensf simulate|train|demo ...``.
+"""The ``xldensf`` command line: ``xldensf simulate|train|demo|benchmark ...``.
 
 Examples
 --------
@@ -48,6 +48,18 @@ def _demo(args: argparse.Namespace) -> None:
     run_demo(args.output, seed=args.seed, progress=not args.quiet)
 
 
+def _benchmark(args: argparse.Namespace) -> None:
+    from .benchmark import markdown_report, run_benchmark
+
+    results = run_benchmark(args.case, quick=args.quick, truths=args.truths,
+                            members=args.members, methods=args.methods or None,
+                            model=args.model, seed=args.seed, output=args.output,
+                            progress=not args.quiet)
+    print(markdown_report(results))
+    setting = results["setting"]["name"]
+    print(f"wrote {args.output}/ldensf_{args.case}_{setting}.json and .md")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``xldensf`` command."""
     from .simulators import CASES, PRESETS
@@ -83,6 +95,24 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
     demo.set_defaults(handler=_demo)
+
+    from .benchmark import BENCHMARK_CASES, METHODS
+
+    benchmark = commands.add_parser(
+        "benchmark", help="LD-EnSF against EnSF, EnKF and LETKF on held-out truths")
+    benchmark.add_argument("case", choices=sorted(BENCHMARK_CASES))
+    benchmark.add_argument("--quick", action="store_true",
+                           help="small presets, 3 truths: minutes on a CPU (default: the "
+                                "paper setting, which needs a surrogate trained on a GPU)")
+    benchmark.add_argument("--truths", type=int, default=None, help="held-out truths")
+    benchmark.add_argument("--members", type=int, default=None, help="ensemble size")
+    benchmark.add_argument("--methods", nargs="+", choices=METHODS, default=None)
+    benchmark.add_argument("--model", default=None,
+                           help="surrogate file (default: shipped, else trained and saved)")
+    benchmark.add_argument("--seed", type=int, default=0)
+    benchmark.add_argument("--output", "-o", default="out", help="directory for JSON and MD")
+    benchmark.add_argument("--quiet", action="store_true", help="no progress bars")
+    benchmark.set_defaults(handler=_benchmark)
     return parser
 
 
