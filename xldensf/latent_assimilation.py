@@ -47,8 +47,10 @@ Examples
 
 from __future__ import annotations
 
+import copy
 import json
 import math
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -61,6 +63,7 @@ from .assimilation import _check_members, observation_problem
 from .conventions import MEMBER_DIM, convert_values, coordinate_attrs
 from .errors import ConfigurationError, DataError, check_name, expected_found
 from .filters import cycle, get_filter
+from .filters.base import ObservationOperator
 from .observations import GridGeometry
 from .options import resolve_seed
 from .surrogate import LatentModel
@@ -81,6 +84,10 @@ __all__ = [
 LATENT_METHODS = ("ld-ensf", "enkf", "etkf")
 #: Likelihoods of the latent analysis.
 LIKELIHOODS = ("decoder", "encoder")
+#: Phases timed in the attrs of the analysis, ``xldensf_seconds_<phase>`` (wall seconds,
+#: summed over cycles): the latent prediction steps (with the prior's start), the analyses
+#: (with the encoder or the station operators they need), and the decoding of the output.
+PHASES = ("forecast", "analysis", "decode")
 #: Default likelihood (see docs/ldensf.md for the measurements behind the choice).
 DEFAULT_LIKELIHOOD = "decoder"
 #: Latent observation error of the encoder likelihood, in the encoder's scaled units
@@ -150,16 +157,80 @@ def _axis_order(model: LatentModel, geometry: GridGeometry) -> list[int]:
 
 
 # ---------------------------------------------------------------------- operators
-class _DecoderOperator:
-    """``kappa -> R(s, x_station)`` for the observed variables, variable-major."""
+class _DecoderOperator(ObservationOperator):
+    """``kappa -> R(s, x_station)`` for the observed variables, variable-major.
+
+    The likelihood gradient and Jacobian come from a hand-written reverse pass through the
+    decoder at the stations (:meth:`LatentModel.decoder_at`: first layer's station features
+    computed once, no autograd graph per sampler step); for models without one (a subclass
+    with its own ``decode``) from autograd through ``model.decode``. With ``scale`` and
+    ``shift`` the operator acts on standardised ``z``, ``kappa = z * scale + shift``.
+    """
 
     def __init__(self, model: LatentModel, stations: torch.Tensor,
                  variable_indices: list[int]) -> None:
+        super().__init__(function=self._observe)
         self.model, self.stations, self.variable_indices = model, stations, variable_indices
+        self.decoder = model.decoder_at(stations, variables=variable_indices)
+        self.scale: torch.Tensor | None = None
+        self.shift: torch.Tensor | None = None
 
-    def __call__(self, kappa: torch.Tensor) -> torch.Tensor:
-        fields = self.model.decode(kappa[..., : self.model.latent_dim], coords=self.stations)
-        return fields[..., self.variable_indices, :].flatten(-2)
+    def standardized(self, scale: torch.Tensor, shift: torch.Tensor) -> _DecoderOperator:
+        """The same operator acting on ``z = (kappa - shift) / scale``."""
+        operator = copy.copy(self)
+        operator.scale, operator.shift = scale, shift
+        operator.function = operator._observe  # bound to the copy
+        return operator
+
+    def _latent(self, state: torch.Tensor) -> torch.Tensor:
+        kappa = state if self.scale is None else state * self.scale + self.shift
+        return kappa[..., : self.model.latent_dim]
+
+    def _observe(self, state: torch.Tensor) -> torch.Tensor:
+        latent = self._latent(state)
+        if self.decoder is None:
+            fields = self.model.decode(latent, coords=self.stations)[..., self.variable_indices,
+                                                                     :]
+            return fields.flatten(-2)
+        fields, _ = self.decoder.fields_and_saved(latent.reshape(-1, latent.shape[-1]))
+        return fields.transpose(-1, -2).reshape(*latent.shape[:-1], -1)
+
+    def __call__(self, state: torch.Tensor) -> torch.Tensor:
+        return self._observe(state)
+
+    def _pullback(self, saved: list, cotangent: torch.Tensor, n_state: int) -> torch.Tensor:
+        """``J^T cotangent`` as ``(rows, n_state)`` (zero for the parameters) from the saved
+        forward pass of ``rows`` states and ``(rows, n_obs)`` variable-major cotangents."""
+        rows = cotangent.shape[0]
+        cotangent = cotangent.reshape(rows, len(self.variable_indices), -1).transpose(-1, -2)
+        gradient = self.decoder.pullback(saved, cotangent)
+        if self.scale is not None:
+            gradient = gradient * self.scale[: gradient.shape[-1]]
+        return torch.cat([gradient, gradient.new_zeros(rows, n_state - gradient.shape[-1])],
+                         dim=-1)
+
+    def log_likelihood_gradient(self, state: torch.Tensor, observations: torch.Tensor,
+                                inverse_std: torch.Tensor) -> torch.Tensor:
+        if self.decoder is None:
+            return super().log_likelihood_gradient(state, observations, inverse_std)
+        batch, members, n_state = state.shape
+        fields, saved = self.decoder.fields_and_saved(
+            self._latent(state).reshape(batch * members, -1))
+        predicted = fields.transpose(-1, -2).reshape(batch, members, -1)
+        weighted = (observations[:, None, :] - predicted) * inverse_std[:, None, :] ** 2
+        gradient = self._pullback(saved, weighted.reshape(batch * members, -1), n_state)
+        return gradient.reshape(batch, members, n_state)
+
+    def jacobian(self, point: torch.Tensor) -> torch.Tensor:
+        """``(n_obs, n_state)`` Jacobian at ``point`` ``(n_state,)``."""
+        if self.decoder is None:
+            with torch.enable_grad():
+                return torch.autograd.functional.jacobian(
+                    lambda x: self._observe(x[None])[0], point, vectorize=True)
+        n_obs = self.decoder.n_points * len(self.variable_indices)
+        _, saved = self.decoder.fields_and_saved(self._latent(point).expand(n_obs, -1))
+        return self._pullback(saved, torch.eye(n_obs, dtype=point.dtype, device=point.device),
+                              point.shape[-1])
 
 
 def _decoder_operators(model: LatentModel, problem: Any, geometry: GridGeometry,
@@ -173,14 +244,17 @@ def _decoder_operators(model: LatentModel, problem: Any, geometry: GridGeometry,
     values = problem.values.clone()
     n_stations = problem.n_stations
     fallback = np.array([axis.values[0] for axis in geometry.axes])
-    operators = []
+    operators: list[_DecoderOperator] = []
     for index, frame in enumerate(frames):
         missing = np.isnan(frame).any(axis=-1)
         frame = np.where(missing[:, None], fallback, frame)
         for block in range(len(variable_indices)):
             values[index, block * n_stations + np.flatnonzero(missing)] = math.nan
         stations = torch.as_tensor(frame[:, order], dtype=model.dtype, device=model.device)
-        operators.append(_DecoderOperator(model, stations, variable_indices))
+        if operators and torch.equal(operators[-1].stations, stations):
+            operators.append(operators[-1])  # fixed stations: one operator for all cycles
+        else:
+            operators.append(_DecoderOperator(model, stations, variable_indices))
     return operators, values
 
 
@@ -261,6 +335,8 @@ def _operator_gram_diagonal(operator: Any, point: torch.Tensor,
     """Diagonal of ``J^T R^-1 J`` at ``point`` ``(n_state,)`` (J by autograd or the matrix)."""
     if isinstance(operator, torch.Tensor):
         jacobian = operator.to(point)
+    elif isinstance(operator, _DecoderOperator):
+        jacobian = operator.jacobian(point)
     else:
         with torch.enable_grad():
             jacobian = torch.autograd.functional.jacobian(
@@ -289,12 +365,16 @@ class _StandardizedLatentEnSF:
         if isinstance(operator, torch.Tensor):
             z_operator: Any = operator.to(ensemble) * scale
             z_observations = observations - operator.to(ensemble) @ shift
+        elif isinstance(operator, _DecoderOperator):
+            z_operator, z_observations = operator.standardized(scale, shift), observations
         else:
             def z_operator(z: torch.Tensor) -> torch.Tensor:
                 return operator(z * scale + shift)
             z_observations = observations
         z = self.ensf.analysis((ensemble - shift) / scale, z_observations, z_operator,
                                obs_std, generator)
+        if isinstance(operator, _DecoderOperator) and operator.decoder is not None:
+            operator.decoder.release()  # bounded memory with one operator per cycle
         analysis = z * scale + shift
         if self.n_regressed:
             analysis = _regress_unobserved(ensemble, analysis, self.n_regressed)
@@ -431,6 +511,8 @@ def assimilate_latent(
     variable_indices = [meta.variables.index(name) for name in problem.variables]
     recorded = {**settings, "likelihood": likelihood, "parameter_jitter": parameter_jitter}
 
+    seconds = dict.fromkeys(PHASES, 0.0)
+    started = time.perf_counter()
     dtype, n_latent = model.dtype, model.latent_dim
     if likelihood == "decoder":
         operators, values = _decoder_operators(model, problem, geometry, variable_indices)
@@ -444,15 +526,19 @@ def assimilate_latent(
         operators = torch.eye(n_latent + model.n_parameters, dtype=dtype)
         recorded["latent_obs_std"] = scaled
     kernel = _kernel(method, settings, model.n_parameters if likelihood == "decoder" else 0)
+    seconds["analysis"] += time.perf_counter() - started
 
+    started = time.perf_counter()
     with torch.no_grad():
         parameters = 2 * torch.rand(members, model.n_parameters, generator=generator,
                                     dtype=torch.float64).to(dtype) - 1
         initial = torch.cat([model.unroll(parameters.to(model.device), 1)[:, 0].cpu(),
                              parameters], dim=1)
     t0 = float(meta.times[0])
+    seconds["forecast"] += time.perf_counter() - started
 
     def advance(ensemble: torch.Tensor, start: float, duration: float) -> torch.Tensor:
+        started = time.perf_counter()
         steps = round(duration / model.dt)
         latent, params = ensemble[:, :n_latent], ensemble[:, n_latent:]
         if steps and parameter_jitter > 0:
@@ -461,11 +547,16 @@ def assimilate_latent(
         params = params.clamp(-1.0, 1.0)  # the surrogate is trained on [-1, 1] only
         with torch.no_grad():
             latent = model.advance(latent.to(model.device), params.to(model.device), steps)
+        seconds["forecast"] += time.perf_counter() - started
         return torch.cat([latent.cpu(), params], dim=1)
 
+    started, initial_seconds = time.perf_counter(), seconds["forecast"]
     result = cycle(kernel, advance, initial, problem.times.copy(), values, operators, obs_std,
                    t0=t0, generator=generator, return_forecasts=return_forecasts,
                    progress=progress)
+    # the cycles' time less the forecasts: analyses (and the divergence checks)
+    seconds["analysis"] += time.perf_counter() - started - (seconds["forecast"]
+                                                           - initial_seconds)
     attrs = {
         "title": f"xldensf {method} analysis",
         "xldensf_method": method,
@@ -482,8 +573,13 @@ def assimilate_latent(
     ensembles = {"": result.analysis}
     if return_forecasts:
         ensembles["_forecast"] = result.forecast
-    return latent_ensemble_dataset(model, problem, ensembles, attrs, coords=coords,
-                                   return_latent=return_latent)
+    started = time.perf_counter()
+    dataset = latent_ensemble_dataset(model, problem, ensembles, attrs, coords=coords,
+                                      return_latent=return_latent)
+    seconds["decode"] = time.perf_counter() - started
+    dataset.attrs.update({f"xldensf_seconds_{phase}": float(value)
+                          for phase, value in seconds.items()})
+    return dataset
 
 
 # ---------------------------------------------------------------------- output
@@ -514,13 +610,15 @@ def latent_ensemble_dataset(model: LatentModel, problem: Any,
                                                                                      {}))
     dims = (time_name, MEMBER_DIM, *space_dims)
     data_vars: dict[str, Any] = {}
+    at = None if points is None else torch.as_tensor(points)
     for suffix, ensemble in ensembles.items():
-        with torch.no_grad():
-            decoded = np.stack([
-                model.decode(frame[:, :n_latent].to(model.device),
-                             None if points is None else torch.as_tensor(points)
-                             ).cpu().numpy().astype(np.float64)
-                for frame in ensemble])
+        decoded = None
+        with torch.no_grad():  # frame by frame: bounded memory on any grid
+            for index, frame in enumerate(ensemble):
+                fields = model.decode(frame[:, :n_latent].to(model.device), at).cpu().numpy()
+                if decoded is None:
+                    decoded = np.empty((len(ensemble), *fields.shape), dtype=np.float64)
+                decoded[index] = fields
         label = f" ({suffix.strip('_')})" if suffix else ""
         for index, name in enumerate(meta.variables):
             var_attrs = dict(meta.variable_attrs.get(name, {}))

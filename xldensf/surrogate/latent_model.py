@@ -35,6 +35,7 @@ torch.Size([2, 2, 30])
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -47,10 +48,15 @@ from torch import nn
 from ..errors import ConfigurationError, expected_found
 from .config import EncoderConfig, LDNetConfig
 from .encoder import ObservationEncoder
-from .networks import LDNet
+from .networks import LDNet, MLPBody, ReconstructionNetwork
 from .normalization import AffineNormalizer
 
-__all__ = ["LatentModel", "SurrogateMetadata"]
+__all__ = ["LatentModel", "SurrogateMetadata", "DecoderAtPoints"]
+
+#: Rows ``(latent state, point)`` decoded at once by the inference path of
+#: :meth:`LatentModel.decode`: activations of ``rows x width`` floats stay a few MB (in cache,
+#: no fresh page-faulted memory per layer), the matrix products stay large enough to be fast.
+_DECODE_ROWS = 4096
 
 
 @dataclass(frozen=True)
@@ -118,6 +124,205 @@ class SurrogateMetadata:
         if values.get("stations") is not None:
             values["stations"] = tuple(tuple(row) for row in values["stations"])
         return cls(**values)
+
+
+_ACTIVATION_NAMES = {nn.Tanh: "tanh", nn.SiLU: "silu"}
+
+
+def _activation_name(module: nn.Module) -> str | None:
+    """``"tanh"``, ``"silu"`` or ``"gelu"`` (exact) for the activations of the networks."""
+    if isinstance(module, nn.GELU):
+        return "gelu" if module.approximate == "none" else None
+    return _ACTIVATION_NAMES.get(type(module))
+
+
+def _activate(pre: torch.Tensor, name: str, inplace: bool = False) -> torch.Tensor:
+    if name == "tanh":
+        return pre.tanh_() if inplace else torch.tanh(pre)
+    if name == "silu":
+        return nn.functional.silu(pre, inplace=inplace)
+    return nn.functional.gelu(pre)
+
+
+def _activation_slope(pre: torch.Tensor, post: torch.Tensor, name: str) -> torch.Tensor:
+    """Derivative of the activation at ``pre`` (``post`` is its value)."""
+    if name == "tanh":
+        return 1.0 - post.square()
+    if name == "silu":
+        sigmoid = torch.sigmoid(pre)
+        return sigmoid * (1.0 + pre * (1.0 - sigmoid))
+    return (0.5 * (1.0 + torch.erf(pre / math.sqrt(2.0)))
+            + pre * torch.exp(-0.5 * pre.square()) / math.sqrt(2.0 * math.pi))
+
+
+@dataclass(eq=False)
+class DecoderAtPoints:
+    """The reconstruction ``R(s, x)`` at fixed points, as plain tensors.
+
+    Built by :meth:`LatentModel.decoder_at`. The coordinate half of the first layer (Fourier
+    features of the points and their linear map) is computed once; the output layer keeps
+    the chosen variables, with the physical units folded in. Two uses:
+
+    - :meth:`fields`: chunked, in-place evaluation without autograd (the inference path of
+      :meth:`LatentModel.decode`);
+    - :meth:`fields_and_saved` then :meth:`pullback`: the vector-Jacobian product
+      ``v -> (dR/ds)^T v`` by hand (no autograd graph), e.g. for the gradient of a
+      likelihood at observation stations, called many times per analysis.
+
+    Both reuse buffers kept in ``workspace`` between calls (:meth:`release` frees them).
+
+    Attributes
+    ----------
+    coordinate_term
+        ``(n_points, width)``: first-layer coordinate term plus bias.
+    latent_weight
+        ``(width, latent_dim)``: first-layer latent weights.
+    hidden
+        ``(weight, bias)`` of each hidden layer.
+    output_weight, output_bias
+        ``(n_variables, width)`` and ``(n_variables,)`` of the chosen variables.
+    activation
+        ``"tanh"``, ``"silu"`` or ``"gelu"``.
+    residual
+        Whether the hidden layers are residual.
+    workspace
+        Reusable activation buffers by use.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from xldensf.surrogate import LatentModel, LDNetConfig
+    >>> model = LatentModel.untrained(LDNetConfig.small().replace(latent_dim=3),
+    ...     coordinates=torch.rand(20, 2), n_variables=2, parameter_ranges=[(0.0, 1.0)])
+    >>> stations = torch.rand(5, 2)
+    >>> decoder = model.decoder_at(stations, variables=[1])
+    >>> latent = torch.randn(4, 3)
+    >>> fields, saved = decoder.fields_and_saved(latent)        # (members, points, variables)
+    >>> torch.allclose(fields, model.decode(latent, stations)[:, 1:].transpose(-1, -2),
+    ...                atol=1e-5)
+    True
+    >>> decoder.pullback(saved, torch.ones_like(fields)).shape  # (members, latent_dim)
+    torch.Size([4, 3])
+    """
+
+    coordinate_term: torch.Tensor
+    latent_weight: torch.Tensor
+    hidden: tuple[tuple[torch.Tensor, torch.Tensor], ...]
+    output_weight: torch.Tensor
+    output_bias: torch.Tensor
+    activation: str
+    residual: bool
+
+    workspace: dict = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def n_points(self) -> int:
+        return self.coordinate_term.shape[0]
+
+    @property
+    def width(self) -> int:
+        return self.coordinate_term.shape[1]
+
+    def _buffers(self, key: str, rows: int, count: int, like: torch.Tensor) -> list:
+        """``count`` reusable ``(rows, width)`` buffers: the sampler calls the decoder
+        hundreds of times with the same shapes, and fresh activations each time cost more
+        (page faults of newly mapped memory) than the small products themselves."""
+        buffers = self.workspace.get(key)
+        if buffers is None or buffers[0].shape[0] < rows or buffers[0].dtype != like.dtype:
+            buffers = [like.new_empty(rows, self.width) for _ in range(count)]
+            self.workspace[key] = buffers
+        return [buffer[:rows] for buffer in buffers]
+
+    def release(self) -> None:
+        """Free the reusable buffers (they are rebuilt on the next call)."""
+        self.workspace.clear()
+
+    def _activate_into(self, pre: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        if self.activation == "tanh":
+            return torch.tanh(pre, out=out)
+        return out.copy_(_activate(pre, self.activation))
+
+    def fields(self, latent: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """Fields ``(members, n_variables, n_points)`` of latent states ``(members,
+        latent_dim)``, in chunks of about ``_DECODE_ROWS`` rows, without autograd.
+
+        ``out``: a tensor of that shape to write into (else a new one).
+        """
+        n_states, n_points = latent.shape[0], self.n_points
+        if out is None:
+            out = latent.new_empty(n_states, self.output_weight.shape[0], n_points)
+        point_chunk = min(n_points, _DECODE_ROWS)
+        state_chunk = max(1, _DECODE_ROWS // n_points)
+        hidden_buffer, update_buffer = self._buffers("fields", state_chunk * point_chunk, 2,
+                                                     latent)
+        with torch.no_grad():
+            latent_term = latent @ self.latent_weight.T
+            for first_state in range(0, n_states, state_chunk):
+                states = latent_term[first_state:first_state + state_chunk, None, :]
+                for first_point in range(0, n_points, point_chunk):
+                    points = self.coordinate_term[first_point:first_point + point_chunk]
+                    rows = len(states) * len(points)
+                    hidden, update = hidden_buffer[:rows], update_buffer[:rows]
+                    torch.add(points, states, out=hidden.view(len(states), len(points), -1))
+                    self._activate_into(hidden, hidden)
+                    for weight, bias in self.hidden:
+                        self._activate_into(torch.addmm(bias, hidden, weight.T, out=update),
+                                            update)
+                        if self.residual:
+                            hidden.add_(update)
+                        else:
+                            hidden, update = update, hidden
+                    values = torch.addmm(self.output_bias, hidden, self.output_weight.T)
+                    out[first_state:first_state + len(states), :,
+                        first_point:first_point + len(points)] = values.view(
+                        len(states), len(points), -1).transpose(1, 2)
+        return out
+
+    def fields_and_saved(self, latent: torch.Tensor) -> tuple[torch.Tensor, list]:
+        """Fields ``(members, n_points, n_variables)`` and what :meth:`pullback` needs.
+
+        Without autograd; the fields and the saved activations live in reusable buffers,
+        valid until the next call.
+        """
+        n_states = latent.shape[0]
+        rows = n_states * self.n_points
+        layers = 1 + len(self.hidden)
+        buffers = self._buffers("saved", rows, 2 * layers + 1, latent)
+        pres, posts, hidden = buffers[:layers], buffers[layers:2 * layers], buffers[-1]
+        with torch.no_grad():
+            torch.add(self.coordinate_term, (latent @ self.latent_weight.T)[:, None, :],
+                      out=pres[0].view(n_states, self.n_points, -1))
+            hidden = hidden.copy_(self._activate_into(pres[0], posts[0])) if self.residual \
+                else posts[0]
+            for (weight, bias), pre, post in zip(self.hidden, pres[1:], posts[1:]):
+                update = self._activate_into(torch.addmm(bias, hidden, weight.T, out=pre), post)
+                hidden = hidden.add_(update) if self.residual else update
+            fields = torch.addmm(self.output_bias, hidden, self.output_weight.T)
+        return fields.view(n_states, self.n_points, -1), list(zip(pres, posts))
+
+    def _slope_into(self, pre: torch.Tensor, post: torch.Tensor,
+                    out: torch.Tensor) -> torch.Tensor:
+        if self.activation == "tanh":
+            return torch.mul(post, post, out=out).mul_(-1.0).add_(1.0)
+        return out.copy_(_activation_slope(pre, post, self.activation))
+
+    def pullback(self, saved: list, cotangent: torch.Tensor) -> torch.Tensor:
+        """``(dR/ds)^T cotangent``: ``(members, latent_dim)`` from a cotangent of the fields
+        ``(members, n_points, n_variables)`` (the reverse pass of :meth:`fields_and_saved`,
+        with its saved activations)."""
+        n_states = cotangent.shape[0]
+        rows = n_states * self.n_points
+        gradient, slope, spare = self._buffers("pullback", rows, 3, cotangent)
+        with torch.no_grad():
+            torch.mm(cotangent.reshape(rows, -1), self.output_weight, out=gradient)
+            for (weight, _), (pre, post) in zip(reversed(self.hidden), reversed(saved[1:])):
+                self._slope_into(pre, post, slope).mul_(gradient)
+                if self.residual:
+                    gradient.addmm_(slope, weight)
+                else:
+                    gradient, spare = torch.mm(slope, weight, out=spare), gradient
+            self._slope_into(*saved[0], slope).mul_(gradient)
+            return slope.view(n_states, self.n_points, -1).sum(dim=1) @ self.latent_weight
 
 
 class LatentModel(nn.Module):
@@ -303,14 +508,71 @@ class LatentModel(nn.Module):
         on_training_grid = coords is None
         points = self.coordinates if on_training_grid else self._tensor(coords)
         self._check_last(points, self.coordinates.shape[1], "coords")
-        fields = self.ldnet.reconstruct(latent, self.coordinate_normalizer.normalize(points))
-        if not normalized:
-            fields = self.field_normalizer.denormalize(fields)
-        fields = fields.transpose(-1, -2)
+        decoder = None
+        if not torch.is_grad_enabled() and points.ndim == 2:
+            decoder = self.decoder_at(None if on_training_grid else points,
+                                      normalized=normalized)
+        if decoder is not None:  # inference: chunked, in place, first layer shared
+            flat = decoder.fields(latent.reshape(-1, self.latent_dim))
+            fields = flat.reshape(*latent.shape[:-1], *flat.shape[1:])
+        else:
+            fields = self.ldnet.reconstruct(latent,
+                                            self.coordinate_normalizer.normalize(points))
+            if not normalized:
+                fields = self.field_normalizer.denormalize(fields)
+            fields = fields.transpose(-1, -2)
         grid_shape = self.metadata.grid_shape
         if on_training_grid and grid_shape is not None:
             fields = fields.reshape(*fields.shape[:-1], *grid_shape)
         return fields
+
+    def decoder_at(self, coords: torch.Tensor | None = None,
+                   variables: Sequence[int] | None = None,
+                   normalized: bool = False) -> DecoderAtPoints | None:
+        """:class:`DecoderAtPoints`: the decoder at fixed points, without autograd overhead.
+
+        Parameters
+        ----------
+        coords
+            Points ``(n_points, dim)`` in the units of the training coordinates; ``None``:
+            the training points.
+        variables
+            Indices of the variables to keep (default all).
+        normalized
+            Normalised fields instead of physical units.
+
+        Returns
+        -------
+        DecoderAtPoints or None
+            ``None`` when it would not reproduce :meth:`decode`: a subclass that overrides
+            ``decode``, or a reconstruction network of another structure.
+        """
+        network = self.ldnet.reconstruction
+        activation = _activation_name(network.activation)
+        if (type(self).decode is not LatentModel.decode or activation is None
+                or type(network) is not ReconstructionNetwork
+                or type(network.body) is not MLPBody
+                or _activation_name(network.body.activation) != activation):
+            return None
+        points = self.coordinates if coords is None else self._tensor(coords)
+        self._check_last(points, self.coordinates.shape[1], "coords")
+        chosen = list(range(self.n_variables)) if variables is None else list(variables)
+        output = network.body.output
+        weight, bias = output.weight[chosen], output.bias[chosen]
+        if not normalized:
+            center = self.field_normalizer.center.to(weight)[chosen]
+            scale = self.field_normalizer.scale.to(weight)[chosen]
+            weight, bias = weight * scale[:, None], bias * scale + center
+        with torch.no_grad():
+            coordinate_term = network.coordinate_input(
+                network.features(self.coordinate_normalizer.normalize(points)))
+            return DecoderAtPoints(
+                coordinate_term=coordinate_term,
+                latent_weight=network.latent_input.weight.detach(),
+                hidden=tuple((layer.weight.detach(), layer.bias.detach())
+                             for layer in network.body.hidden),
+                output_weight=weight.detach(), output_bias=bias.detach(),
+                activation=activation, residual=bool(network.body.residual))
 
     def encode(self, observations: torch.Tensor,
                all_times: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
