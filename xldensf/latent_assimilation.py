@@ -329,6 +329,21 @@ def _encoder_observations(model: LatentModel, problem: Any, frames: np.ndarray,
     return torch.cat([latent[0], parameters[0]], dim=-1)[torch.as_tensor(frames)].cpu()
 
 
+def _check_obs_std(problem: Any) -> None:
+    """Every observed value needs a positive finite error (the likelihood divides by it)."""
+    n_stations = problem.n_stations
+    for block, name in enumerate(problem.variables):
+        columns = slice(block * n_stations, (block + 1) * n_stations)
+        observed = ~torch.isnan(problem.values[:, columns])
+        std = problem.obs_std[:, columns][observed]
+        bad = ~(torch.isfinite(std) & (std > 0))
+        if bad.any():
+            raise DataError(expected_found(
+                f"observation error standard deviation of {name!r}",
+                "positive finite values (a relative noise of a field that is zero gives 0; "
+                "pass obs_error=)", float(std[bad][0])))
+
+
 # ---------------------------------------------------------------------- the filter
 def _operator_gram_diagonal(operator: Any, point: torch.Tensor,
                             inverse_std: torch.Tensor) -> torch.Tensor:
@@ -474,7 +489,10 @@ def assimilate_latent(
         Analysis members ``(time, member, *grid)`` (or ``(time, member, point)``) in the
         observations' units (the model's for unobserved variables), parameter members
         ``(time, member)`` in the training units, attrs with method, likelihood,
-        settings, seed and version.
+        settings, seed and version, and the wall seconds of each phase (summed over
+        cycles): ``xldensf_seconds_forecast`` (latent prediction steps),
+        ``xldensf_seconds_analysis`` (analyses, with the encoder or the station
+        operators) and ``xldensf_seconds_decode`` (decoding the output).
 
     Raises
     ------
@@ -485,7 +503,8 @@ def assimilate_latent(
         Unknown method or likelihood; observed variables the model was not trained on.
     DataError
         Stations outside the trained domain; a layout other than the encoder's with
-        ``likelihood="encoder"`` (the message suggests ``likelihood="decoder"``).
+        ``likelihood="encoder"`` (the message suggests ``likelihood="decoder"``); an
+        observation error that is not positive and finite (decoder likelihood).
     """
     if not isinstance(model, LatentModel):
         raise ConfigurationError(expected_found("model", "a LatentModel",
@@ -515,6 +534,7 @@ def assimilate_latent(
     started = time.perf_counter()
     dtype, n_latent = model.dtype, model.latent_dim
     if likelihood == "decoder":
+        _check_obs_std(problem)
         operators, values = _decoder_operators(model, problem, geometry, variable_indices)
         obs_std = problem.obs_std.to(dtype)
         values = values.to(dtype)

@@ -292,8 +292,8 @@ class DecoderAtPoints:
         with torch.no_grad():
             torch.add(self.coordinate_term, (latent @ self.latent_weight.T)[:, None, :],
                       out=pres[0].view(n_states, self.n_points, -1))
-            hidden = hidden.copy_(self._activate_into(pres[0], posts[0])) if self.residual \
-                else posts[0]
+            first = self._activate_into(pres[0], posts[0])
+            hidden = hidden.copy_(first) if self.residual else first
             for (weight, bias), pre, post in zip(self.hidden, pres[1:], posts[1:]):
                 update = self._activate_into(torch.addmm(bias, hidden, weight.T, out=pre), post)
                 hidden = hidden.add_(update) if self.residual else update
