@@ -115,11 +115,13 @@ def test_initial_latent_is_shifted_only_in_the_improved_variant(original):
         assert not torch.allclose(s0[0], s0[1])
 
 
-def test_original_variant_has_no_fourier_features():
-    improved, original = make_model(), make_model(TINY.replace(original=True))
+def test_original_variant_has_no_fourier_features_or_modulation():
+    improved, original = make_model(), make_model(TINY.replace(original=True,
+                                                               latent_modulation=True))
     names = {name for name, _ in original.named_buffers()}
     assert not any("frequencies" in name for name in names)
     assert any("frequencies" in name for name, _ in improved.named_buffers())
+    assert not any("modulation" in name for name, _ in original.named_parameters())
 
 
 def test_latent_modulation_starts_as_the_plain_network_and_then_acts():

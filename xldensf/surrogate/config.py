@@ -84,12 +84,13 @@ class LDNetConfig(_ConfigMixin):
         stored frames.
     original
         ``True`` selects the original LDNet (Regazzoni et al. 2024): s_0 = 0 fixed and a
-        plain MLP R on ``[x, s]`` (no Fourier features, no residual connections). For the
-        ablation.
+        plain MLP R on ``[x, s]`` (no Fourier features, no residual connections, no latent
+        modulation). For the ablation.
     latent_modulation
         ``True``: the latent state also scales and shifts each hidden layer of R (FiLM),
         besides entering its first layer; ``False`` (the default, and the value of model
-        files written before this option existed): first layer only.
+        files written before this option existed): first layer only. Ignored with
+        ``original``.
     steps, finetune_steps
         Adam steps of stage 1 (F and R jointly) and stage 2 (R alone on frozen latents).
     learning_rate, final_learning_rate

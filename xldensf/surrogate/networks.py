@@ -200,7 +200,8 @@ class LDNet(nn.Module):
         self.original = config.original
         self.dynamics = DynamicsNetwork(config.latent_dim, n_parameters, config.dynamics_width,
                                         config.dynamics_depth, config.activation)
-        network = (ModulatedReconstructionNetwork if config.latent_modulation
+        network = (ModulatedReconstructionNetwork
+                   if config.latent_modulation and not config.original
                    else ReconstructionNetwork)
         self.reconstruction = network(
             config.latent_dim, coordinate_dim, n_variables, config.reconstruction_width,
