@@ -49,8 +49,12 @@ def _demo(args: argparse.Namespace) -> None:
 
 
 def _benchmark(args: argparse.Namespace) -> None:
+    import torch
+
     from .benchmark import markdown_report, run_benchmark
 
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     results = run_benchmark(args.case, quick=args.quick, truths=args.truths,
                             members=args.members, methods=args.methods or None,
                             model=args.model, seed=args.seed, output=args.output,
@@ -110,6 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
     benchmark.add_argument("--model", default=None,
                            help="surrogate file (default: shipped, else trained and saved)")
     benchmark.add_argument("--seed", type=int, default=0)
+    benchmark.add_argument("--threads", type=int, default=None,
+                           help="torch CPU threads (default: torch's; 1 on a shared machine)")
     benchmark.add_argument("--output", "-o", default="out", help="directory for JSON and MD")
     benchmark.add_argument("--quiet", action="store_true", help="no progress bars")
     benchmark.set_defaults(handler=_benchmark)
