@@ -141,6 +141,18 @@ def test_ld_ensf_approaches_the_kalman_posterior(linear_model):
     assert abs(estimate - 2.4) < 0.1, estimate
 
 
+def test_linearized_decoder_is_exact_for_a_linear_decoder(linear_model):
+    _, observations = linear_observations(linear_model, 2.4, stations=4, noise=0.3)
+    runs = [observations.ldensf.assimilate(linear_model, members=10, seed=0, steps=20,
+                                           linearize=linearize, return_latent=True)
+            for linearize in (False, True)]
+    # a linear decoder is its own tangent: the same analysis up to float64 round-off
+    np.testing.assert_allclose(runs[1]["latent"], runs[0]["latent"], atol=1e-9)
+    assert json.loads(runs[1].attrs["xldensf_settings"])["linearize"] is True
+    with pytest.raises(xl.ConfigurationError, match="linearize=True: expected method='ld-"):
+        observations.ldensf.assimilate(linear_model, method="etkf", linearize=True)
+
+
 def test_member_score_moves_towards_the_truth_but_less_than_kalman(linear_model):
     _, observations = linear_observations(linear_model, 2.4, stations=4, noise=0.3)
     analysis = observations.ldensf.assimilate(linear_model, members=50, seed=0, steps=50)
