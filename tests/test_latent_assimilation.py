@@ -164,15 +164,21 @@ def test_member_score_moves_towards_the_truth_but_less_than_kalman(linear_model)
 
 
 # ---------------------------------------------------------------- the fast decoder paths
-@pytest.mark.parametrize(("activation", "original"), [("tanh", False), ("silu", False),
-                                                      ("gelu", False), ("tanh", True)])
+@pytest.mark.parametrize(("activation", "original", "modulated"),
+                         [("tanh", False, False), ("silu", False, False),
+                          ("gelu", False, False), ("tanh", True, False),
+                          ("tanh", False, True), ("gelu", False, True)])
 def test_decoder_at_points_is_decode_and_its_pullback_is_autograd(activation, original,
-                                                                  monkeypatch):
+                                                                  modulated, monkeypatch):
     config = LDNetConfig.small().replace(latent_dim=3, activation=activation,
-                                         original=original, reconstruction_width=16,
-                                         fourier_features=4)
+                                         original=original, latent_modulation=modulated,
+                                         reconstruction_width=16, fourier_features=4)
     model = LatentModel.untrained(config, coordinates=torch.rand(30, 2), n_variables=2,
                                   parameter_ranges=[(0.0, 1.0)], seed=1)
+    if modulated:   # FiLM starts at zero: give it weights so that its terms are checked
+        with torch.no_grad():
+            for tensor in model.ldnet.reconstruction.modulation.parameters():
+                tensor.normal_(0.0, 0.3, generator=torch.Generator().manual_seed(2))
     model.field_normalizer.center.copy_(torch.tensor([1.0, -2.0]))   # units folded in
     model.field_normalizer.scale.copy_(torch.tensor([3.0, 0.5]))
     stations = torch.rand(5, 2)

@@ -15,9 +15,11 @@ latent ``kappa = (s, u)`` of Xiao, Si & Chen (ICLR 2026, arXiv 2411.19305):
 
   ``"decoder"`` (beyond the paper)
       ``y = R(s, x_station) + eta``: the mesh-free decoder evaluated at the station
-      coordinates, the gradient of the log-likelihood by autograd through the EnSF
-      kernel's callable operator. Works with any station layout, also moving or never
-      seen in training, without retraining.
+      coordinates, the gradient of the log-likelihood by a hand-written reverse pass
+      through the decoder (:meth:`LatentModel.decoder_at`; station features computed once
+      per layout, no autograd graph per sampler step). Works with any station layout, also
+      moving or never seen in training, without retraining. ``linearize=True`` replaces
+      the decoder by its tangent at the forecast mean (one Jacobian per cycle).
   ``"encoder"`` (the paper)
       latent observations ``(s_hat, u_hat) = LSTM(y_{1:t})`` from the history-aware
       encoder, an identity observation operator and Gaussian latent noise. Needs an
@@ -28,8 +30,9 @@ latent component, capped so that the linearised likelihood stays resolvable by t
 sampler, as for the full-space EnSF). ``method="etkf"`` or ``"enkf"`` run the same latent
 problem with an ensemble Kalman analysis instead (for comparison; exact in the
 linear-Gaussian case). Output: the analysis members decoded on the model grid (or at
-``coords``), the parameter members in physical units at every time, optionally the latent
-members.
+``coords``) once after the cycles, the parameter members in physical units at every time,
+optionally the latent members; the attrs hold the wall seconds of each phase
+(``xldensf_seconds_forecast``, ``_analysis``, ``_decode``).
 
 Examples
 --------

@@ -48,7 +48,7 @@ from torch import nn
 from ..errors import ConfigurationError, expected_found
 from .config import EncoderConfig, LDNetConfig
 from .encoder import ObservationEncoder
-from .networks import LDNet, MLPBody, ReconstructionNetwork
+from .networks import LDNet, MLPBody, ModulatedReconstructionNetwork, ReconstructionNetwork
 from .normalization import AffineNormalizer
 
 __all__ = ["LatentModel", "SurrogateMetadata", "DecoderAtPoints"]
@@ -185,6 +185,9 @@ class DecoderAtPoints:
         ``"tanh"``, ``"silu"`` or ``"gelu"``.
     residual
         Whether the hidden layers are residual.
+    modulation
+        ``(weight, bias)`` of the FiLM map ``s -> (scale, shift)`` of each hidden layer
+        (``act((W h + b) * (1 + scale) + shift)``), or ``None``.
     workspace
         Reusable activation buffers by use.
 
@@ -212,7 +215,7 @@ class DecoderAtPoints:
     output_bias: torch.Tensor
     activation: str
     residual: bool
-
+    modulation: tuple[torch.Tensor, torch.Tensor] | None = None
     workspace: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -242,6 +245,15 @@ class DecoderAtPoints:
             return torch.tanh(pre, out=out)
         return out.copy_(_activate(pre, self.activation))
 
+    def _film(self, latent: torch.Tensor) -> torch.Tensor | None:
+        """FiLM ``(members, hidden layers, 2, width)`` (``1 + scale``, shift), or ``None``."""
+        if self.modulation is None:
+            return None
+        weight, bias = self.modulation
+        film = torch.addmm(bias, latent, weight.T).view(len(latent), len(self.hidden), 2, -1)
+        film[:, :, 0].add_(1.0)
+        return film
+
     def fields(self, latent: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
         """Fields ``(members, n_variables, n_points)`` of latent states ``(members,
         latent_dim)``, in chunks of about ``_DECODE_ROWS`` rows, without autograd.
@@ -257,48 +269,64 @@ class DecoderAtPoints:
                                                      latent)
         with torch.no_grad():
             latent_term = latent @ self.latent_weight.T
+            film = self._film(latent)
             for first_state in range(0, n_states, state_chunk):
-                states = latent_term[first_state:first_state + state_chunk, None, :]
+                chosen = slice(first_state, first_state + state_chunk)
+                states = latent_term[chosen, None, :]
                 for first_point in range(0, n_points, point_chunk):
                     points = self.coordinate_term[first_point:first_point + point_chunk]
+                    shape = (len(states), len(points), -1)
                     rows = len(states) * len(points)
                     hidden, update = hidden_buffer[:rows], update_buffer[:rows]
-                    torch.add(points, states, out=hidden.view(len(states), len(points), -1))
+                    torch.add(points, states, out=hidden.view(shape))
                     self._activate_into(hidden, hidden)
-                    for weight, bias in self.hidden:
-                        self._activate_into(torch.addmm(bias, hidden, weight.T, out=update),
-                                            update)
+                    for index, (weight, bias) in enumerate(self.hidden):
+                        torch.addmm(bias, hidden, weight.T, out=update)
+                        if film is not None:
+                            update.view(shape).mul_(film[chosen, index, 0, None]).add_(
+                                film[chosen, index, 1, None])
+                        self._activate_into(update, update)
                         if self.residual:
                             hidden.add_(update)
                         else:
                             hidden, update = update, hidden
                     values = torch.addmm(self.output_bias, hidden, self.output_weight.T)
-                    out[first_state:first_state + len(states), :,
-                        first_point:first_point + len(points)] = values.view(
-                        len(states), len(points), -1).transpose(1, 2)
+                    out[chosen, :, first_point:first_point + len(points)] = values.view(
+                        shape).transpose(1, 2)
         return out
 
-    def fields_and_saved(self, latent: torch.Tensor) -> tuple[torch.Tensor, list]:
+    def fields_and_saved(self, latent: torch.Tensor) -> tuple[torch.Tensor, tuple]:
         """Fields ``(members, n_points, n_variables)`` and what :meth:`pullback` needs.
 
-        Without autograd; the fields and the saved activations live in reusable buffers,
-        valid until the next call.
+        Without autograd; the saved activations live in reusable buffers, valid until the
+        next call.
         """
         n_states = latent.shape[0]
         rows = n_states * self.n_points
         layers = 1 + len(self.hidden)
-        buffers = self._buffers("saved", rows, 2 * layers + 1, latent)
+        kept = 3 if self.modulation is not None else 2   # FiLM: also the layers' W h + b
+        buffers = self._buffers("saved", rows, kept * layers + 1, latent)
         pres, posts, hidden = buffers[:layers], buffers[layers:2 * layers], buffers[-1]
+        linears = buffers[2 * layers:3 * layers] if kept == 3 else [None] * layers
+        shape = (n_states, self.n_points, -1)
         with torch.no_grad():
+            film = self._film(latent)
             torch.add(self.coordinate_term, (latent @ self.latent_weight.T)[:, None, :],
-                      out=pres[0].view(n_states, self.n_points, -1))
+                      out=pres[0].view(shape))
             first = self._activate_into(pres[0], posts[0])
             hidden = hidden.copy_(first) if self.residual else first
-            for (weight, bias), pre, post in zip(self.hidden, pres[1:], posts[1:]):
-                update = self._activate_into(torch.addmm(bias, hidden, weight.T, out=pre), post)
+            for index, (weight, bias) in enumerate(self.hidden):
+                pre, post = pres[index + 1], posts[index + 1]
+                if film is None:
+                    torch.addmm(bias, hidden, weight.T, out=pre)
+                else:
+                    linear = torch.addmm(bias, hidden, weight.T, out=linears[index + 1])
+                    torch.addcmul(film[:, index, 1, None], linear.view(shape),
+                                  film[:, index, 0, None], out=pre.view(shape))
+                update = self._activate_into(pre, post)
                 hidden = hidden.add_(update) if self.residual else update
             fields = torch.addmm(self.output_bias, hidden, self.output_weight.T)
-        return fields.view(n_states, self.n_points, -1), list(zip(pres, posts))
+        return fields.view(shape), (list(zip(pres, posts, linears)), film)
 
     def _slope_into(self, pre: torch.Tensor, post: torch.Tensor,
                     out: torch.Tensor) -> torch.Tensor:
@@ -306,23 +334,35 @@ class DecoderAtPoints:
             return torch.mul(post, post, out=out).mul_(-1.0).add_(1.0)
         return out.copy_(_activation_slope(pre, post, self.activation))
 
-    def pullback(self, saved: list, cotangent: torch.Tensor) -> torch.Tensor:
+    def pullback(self, saved: tuple, cotangent: torch.Tensor) -> torch.Tensor:
         """``(dR/ds)^T cotangent``: ``(members, latent_dim)`` from a cotangent of the fields
         ``(members, n_points, n_variables)`` (the reverse pass of :meth:`fields_and_saved`,
         with its saved activations)."""
+        layers, film = saved
         n_states = cotangent.shape[0]
         rows = n_states * self.n_points
+        shape = (n_states, self.n_points, -1)
         gradient, slope, spare = self._buffers("pullback", rows, 3, cotangent)
+        film_gradient = None if film is None else torch.empty_like(film)
         with torch.no_grad():
             torch.mm(cotangent.reshape(rows, -1), self.output_weight, out=gradient)
-            for (weight, _), (pre, post) in zip(reversed(self.hidden), reversed(saved[1:])):
-                self._slope_into(pre, post, slope).mul_(gradient)
+            for index in reversed(range(len(self.hidden))):
+                pre, post, linear = layers[index + 1]
+                self._slope_into(pre, post, slope).mul_(gradient)   # d/d(pre-activation)
+                if film_gradient is not None:
+                    film_gradient[:, index, 0] = (slope.view(shape) * linear.view(shape)).sum(1)
+                    film_gradient[:, index, 1] = slope.view(shape).sum(dim=1)
+                    slope.view(shape).mul_(film[:, index, 0, None])  # d/d(W h + b)
+                weight = self.hidden[index][0]
                 if self.residual:
                     gradient.addmm_(slope, weight)
                 else:
                     gradient, spare = torch.mm(slope, weight, out=spare), gradient
-            self._slope_into(*saved[0], slope).mul_(gradient)
-            return slope.view(n_states, self.n_points, -1).sum(dim=1) @ self.latent_weight
+            self._slope_into(*layers[0][:2], slope).mul_(gradient)
+            result = slope.view(shape).sum(dim=1) @ self.latent_weight
+            if film_gradient is not None:
+                result.addmm_(film_gradient.flatten(1), self.modulation[0])
+            return result
 
 
 class LatentModel(nn.Module):
@@ -549,8 +589,9 @@ class LatentModel(nn.Module):
         """
         network = self.ldnet.reconstruction
         activation = _activation_name(network.activation)
+        modulated = type(network) is ModulatedReconstructionNetwork
         if (type(self).decode is not LatentModel.decode or activation is None
-                or type(network) is not ReconstructionNetwork
+                or not (modulated or type(network) is ReconstructionNetwork)
                 or type(network.body) is not MLPBody
                 or _activation_name(network.body.activation) != activation):
             return None
@@ -572,7 +613,9 @@ class LatentModel(nn.Module):
                 hidden=tuple((layer.weight.detach(), layer.bias.detach())
                              for layer in network.body.hidden),
                 output_weight=weight.detach(), output_bias=bias.detach(),
-                activation=activation, residual=bool(network.body.residual))
+                activation=activation, residual=bool(network.body.residual),
+                modulation=(network.modulation.weight.detach(),
+                            network.modulation.bias.detach()) if modulated else None)
 
     def encode(self, observations: torch.Tensor,
                all_times: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
