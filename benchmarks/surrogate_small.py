@@ -10,9 +10,13 @@ Usage::
 
     python benchmarks/surrogate_small.py [--train-runs 60] [--test-runs 20] [--steps N]
         [--finetune-steps N] [--variants improved,original] [--threads 1]
-        [--out benchmarks/results]
+        [--set activation='"tanh"' --set latent_modulation=true ...] [--train-error]
+        [--out benchmarks/results] [--name surrogate_small]
 
-Writes ``surrogate_small.json`` and ``surrogate_small.md`` into ``--out``.
+Writes ``<name>.json`` and ``<name>.md`` into ``--out``. ``--set KEY=JSON`` overrides a
+field of ``LDNetConfig.small()`` (for the levers of ``docs/surrogate.md``);
+``--train-error`` also measures the error on as many training runs as test runs (train
+error much below the held-out error: generalisation; about equal: capacity/optimisation).
 """
 
 from __future__ import annotations
@@ -94,7 +98,13 @@ def main() -> None:
     parser.add_argument("--device", default=None)
     parser.add_argument("--out", default="benchmarks/results")
     parser.add_argument("--name", default="surrogate_small")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
+                        help="override a LDNetConfig field, e.g. --set activation='\"tanh\"'")
+    parser.add_argument("--train-error", action="store_true",
+                        help="also measure the relative RMSE on training runs")
     args = parser.parse_args()
+    overrides = {key: json.loads(value) for key, value in
+                 (item.split("=", 1) for item in args.set)}
     torch.set_num_threads(args.threads)
     xl.set_options(progress=False)
 
@@ -110,6 +120,7 @@ def main() -> None:
     steps = {key: value for key, value in (("steps", args.steps),
                                            ("finetune_steps", args.finetune_steps))
              if value is not None}
+    steps.update(overrides)
     for variant in variants:
         original = variant == "original"
         began = time.perf_counter()
@@ -127,6 +138,9 @@ def main() -> None:
                  "config": model.config.to_dict(),
                  "relative_rmse": time_averaged, "relative_rmse_last_frame": last_frame,
                  "history": history}
+        if args.train_error:
+            entry["relative_rmse_train_runs"] = evaluate(
+                model, train.isel(run=slice(0, args.test_runs)))[0]
         if model.encoder is not None:
             entry["encoder"] = encoder_errors(model, test, (0.0, 0.1, 0.2))
         results[variant] = entry
@@ -152,6 +166,11 @@ def main() -> None:
         lines.append(f"| {variant} LDNet | {cells} | {entry['ldnet_seconds']:.0f} | "
                      f"{entry['train_seconds']:.0f} | "
                      f"{entry['load_average_after'][0]:.1f} |")
+    for variant in variants:
+        if "relative_rmse_train_runs" in results[variant]:
+            errors = results[variant]["relative_rmse_train_runs"]
+            lines.append(f"\n{variant}, time-averaged on {args.test_runs} training runs: "
+                         + " / ".join(f"{errors[name]:.4f}" for name in variables))
     lines += ["", f"Load average (1 min) at the start: {results['load_average_start'][0]:.1f} "
               "(2 cores shared with other users).",
               "", "Encoder (10 x 10 stations), errors on test runs:", "",
