@@ -201,7 +201,7 @@ class _DecoderOperator(ObservationOperator):
     def __call__(self, state: torch.Tensor) -> torch.Tensor:
         return self._observe(state)
 
-    def _pullback(self, saved: list, cotangent: torch.Tensor, n_state: int) -> torch.Tensor:
+    def _pullback(self, saved: tuple, cotangent: torch.Tensor, n_state: int) -> torch.Tensor:
         """``J^T cotangent`` as ``(rows, n_state)`` (zero for the parameters) from the saved
         forward pass of ``rows`` states and ``(rows, n_obs)`` variable-major cotangents."""
         rows = cotangent.shape[0]
