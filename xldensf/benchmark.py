@@ -228,8 +228,13 @@ def _score(analysis: xr.Dataset, truth: xr.Dataset, variables: Sequence[str],
         "seconds_per_cycle": seconds / cycles,
         "cycles": cycles,
     }
-    phases = {key.removeprefix("xldensf_"): float(value)
+    phases = {key.removeprefix("xldensf_seconds_"): float(value)
               for key, value in analysis.attrs.items() if key.startswith("xldensf_seconds_")}
+    # The filter proper (forecast + analysis) without writing the members on the grid, where
+    # the method records its phases (LD-EnSF decodes every member at every point for the
+    # output; a full-space filter's state already is the gridded output).
+    filter_seconds = phases["forecast"] + phases["analysis"] if phases else seconds
+    record["filter_seconds_per_cycle"] = filter_seconds / cycles
     if phases:
         record["phases"] = phases
     return record
@@ -328,7 +333,8 @@ def _summary(records: list[dict[str, Any]]) -> dict[str, Any]:
         names = ran[0][key]
         summary[key] = {name: float(np.mean([record[key][name] for record in ran]))
                         for name in names}
-    summary["seconds_per_cycle"] = float(np.mean([r["seconds_per_cycle"] for r in ran]))
+    for key in ("seconds_per_cycle", "filter_seconds_per_cycle"):
+        summary[key] = float(np.mean([record[key] for record in ran]))
     curves = np.array([[record["relative_rmse"][name] for name in record["relative_rmse"]]
                        for record in ran])
     summary["relative_rmse"] = dict(zip(ran[0]["relative_rmse"],
@@ -347,14 +353,17 @@ def _targets(results: dict[str, Any]) -> dict[str, Any]:
     worst_final = max(latent["final"].values())
     worst_parameter = max(latent["parameter_error"].values())
     beats = all(latent["final"][name] < letkf["final"][name] for name in latent["final"])
-    speedup = letkf["seconds_per_cycle"] / latent["seconds_per_cycle"]
+    speedup = letkf["filter_seconds_per_cycle"] / latent["filter_seconds_per_cycle"]
+    total_speedup = letkf["seconds_per_cycle"] / latent["seconds_per_cycle"]
     unseen_ratio = max(unseen["final"][name] / latent["final"][name]
                        for name in latent["final"])
     return {
         "final_relative_rmse<=0.05": {"value": worst_final, "met": worst_final <= 0.05},
         "parameter_error<=0.05": {"value": worst_parameter, "met": worst_parameter <= 0.05},
         "lower_final_error_than_letkf": {"value": beats, "met": beats},
-        "wall_time_per_cycle_speedup>=20": {"value": speedup, "met": speedup >= 20},
+        "filter_time_per_cycle_speedup>=20": {"value": speedup, "met": speedup >= 20},
+        "total_time_per_cycle_speedup>=20": {"value": total_speedup,
+                                              "met": total_speedup >= 20},
         "unseen_layout_error_ratio<=1.5": {"value": unseen_ratio, "met": unseen_ratio <= 1.5},
     }
 
@@ -526,11 +535,12 @@ def markdown_report(results: dict[str, Any]) -> str:
         f"Surrogate: {results['model']}.", "",
         "Means over the truths: relative RMSE of the ensemble mean at the last frame and "
         "averaged over frames 1..end; parameter error as a fraction of the prior range; "
-        "spread/skill averaged over frames; wall time per cycle (forecast + analysis + "
-        "output).", "",
+        "spread/skill averaged over frames; wall time per cycle: the filter (forecast + "
+        "analysis) and in total (with writing every member on the grid).", "",
     ]
     header = (["method"] + [f"{v} final" for v in variables] + [f"{v} mean" for v in variables]
-              + [f"{p} err" for p in parameters] + ["spread/skill", "s/cycle"])
+              + [f"{p} err" for p in parameters] + ["spread/skill", "filter s/cycle",
+                                                     "total s/cycle"])
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     curves: dict[str, dict[str, list[float]]] = {}
     for method, entry in results["methods"].items():
@@ -544,6 +554,7 @@ def markdown_report(results: dict[str, Any]) -> str:
         cells = ([summary["final"][v] for v in variables] + [summary["mean"][v] for v in variables]
                  + [summary["parameter_error"][p] for p in parameters] + [ratio])
         lines.append(f"| {method} | " + " | ".join(f"{c:.4f}" for c in cells)
+                     + f" | {summary['filter_seconds_per_cycle']:.3g}"
                      + f" | {summary['seconds_per_cycle']:.3g} |")
         if summary["runs"] < setting["truths"]:
             lines[-1] += f" ({summary['runs']}/{setting['truths']} truths ran)"
