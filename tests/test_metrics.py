@@ -75,7 +75,11 @@ def test_accessor_scores_an_analysis_and_errors():
     assert score["x"].dims == ("time",)
     assert float(score["x"][-1]) < float(score["x"][0])  # assimilation reduces the error
     assert float(analysis.ldensf.crps(truth)["x"][-1]) > 0
-    with pytest.raises(xl.DataError, match="variables to score"):
+    with pytest.raises(xl.DataError, match=r"analysis' \['x'\] in the truth"):
         analysis.ldensf.rmse(truth.rename({"x": "y"}))
+    with pytest.raises(xl.DataError, match="variable 'x' in the truth"):
+        metrics.relative_rmse(analysis, truth.rename({"x": "y"}), ["x"])
+    with pytest.raises(xl.DataError, match="variable 'z' in the analysis"):
+        metrics.relative_rmse(analysis, truth, ["z"])
     with pytest.raises(xl.DataError, match="member"):
         metrics.spread(analysis.isel(member=0))

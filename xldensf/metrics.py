@@ -83,15 +83,21 @@ def _weighted_mean(values: xr.DataArray, dims: Sequence[Hashable],
 
 def _scored_variables(ensemble: xr.Dataset, truth: xr.Dataset,
                       variables: Sequence[str] | None) -> list[str]:
+    gridded = [str(name) for name, v in ensemble.data_vars.items()
+               if set(spatial_dims(ensemble)) <= set(v.dims)]
     if variables is None:
-        variables = [name for name, v in ensemble.data_vars.items()
-                     if name in truth.data_vars and set(spatial_dims(ensemble)) <= set(v.dims)]
-    missing = [name for name in variables if name not in truth.data_vars
-               or name not in ensemble.data_vars]
-    if missing or not variables:
-        raise DataError(expected_found("variables to score (in both analysis and truth)",
-                                       sorted(set(ensemble.data_vars) & set(truth.data_vars)),
-                                       list(variables) if variables else []))
+        variables = [name for name in gridded if name in truth.data_vars]
+        if not variables:
+            raise DataError(expected_found(
+                "gridded analysis variables that the truth also has",
+                f"some of the analysis' {gridded} in the truth",
+                f"truth variables {sorted(map(str, truth.data_vars))}"))
+    for name, dataset, role in ((n, d, r) for n in variables
+                                for d, r in ((ensemble, "analysis"), (truth, "truth"))):
+        if name not in dataset.data_vars:
+            raise DataError(expected_found(f"variable {name!r} in the {role}",
+                                           sorted(map(str, dataset.data_vars)),
+                                           f"no {name!r}"))
     return list(variables)
 
 
