@@ -111,6 +111,14 @@ def test_targets_are_judged_from_the_numbers():
     assert targets["filter_time_per_cycle_speedup>=20"]["value"] == pytest.approx(50)
     assert targets["total_time_per_cycle_speedup>=20"]["value"] == pytest.approx(50)
     assert not targets["unseen_layout_error_ratio<=1.5"]["met"]   # 0.08 / 0.04 = 2
+    assert targets["ld-ensf (default likelihood on the trained layout)"]["value"] == \
+        "ld-ensf-decoder"                       # no encoder ran: the decoder is the default
+    results["methods"]["ld-ensf-encoder"] = _summary(0.06, 0.01, 0.01)
+    targets = _targets(results)
+    assert targets["ld-ensf (default likelihood on the trained layout)"]["value"] == \
+        "ld-ensf-encoder"
+    assert targets["unseen_layout_error_ratio<=1.5"]["value"] == pytest.approx(0.08 / 0.06)
+    assert not targets["final_relative_rmse<=0.05"]["met"]
     results["methods"]["letkf"] = _summary(0.03, 0.1, 0.1)
     targets = _targets(results)
     assert not targets["lower_final_error_than_letkf"]["met"]

@@ -277,7 +277,17 @@ def test_encoder_likelihood_on_its_layout(wave_model, wave_truth):
                                               seed=0, steps=20, return_latent=True)
     assert analysis["latent"].dims == ("time", "member", "latent")
     assert 0 < float(json.loads(analysis.attrs["xldensf_settings"])["latent_obs_std"]) < 10
+    # without likelihood=: the encoder on its own layout (same analysis), the decoder elsewhere
+    default = observations.ldensf.assimilate(wave_model, members=10, seed=0, steps=20,
+                                             return_latent=True)
+    assert default.attrs["xldensf_likelihood"] == "encoder"
+    np.testing.assert_array_equal(default["latent"], analysis["latent"])
     other = wave_truth.ldensf.observe(stations=3, noise=0.1, seed=1)
+    assert other.ldensf.assimilate(wave_model, members=10, seed=0, steps=20).attrs[
+        "xldensf_likelihood"] == "decoder"
+    assert observations.ldensf.assimilate(wave_model, members=10, seed=0, steps=20,
+                                          linearize=True).attrs["xldensf_likelihood"] == \
+        "decoder"                                  # linearize applies to the decoder only
     with pytest.raises(xl.DataError, match="encoder.*likelihood='decoder'"):
         other.ldensf.assimilate(wave_model, likelihood="encoder", members=4, seed=0)
     more = wave_truth.ldensf.observe(stations=5, noise=0.1, seed=1)

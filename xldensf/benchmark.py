@@ -345,7 +345,11 @@ def _summary(records: list[dict[str, Any]]) -> dict[str, Any]:
 def _targets(results: dict[str, Any]) -> dict[str, Any]:
     """The issue's targets on the quick tsunami (recorded as met / not met, never assumed)."""
     methods = results["methods"]
-    latent = methods["ld-ensf-decoder"]["summary"]
+    # LD-EnSF as `assimilate(model)` runs it by default on the trained layout: the encoder
+    # likelihood where the surrogate has one, else the decoder likelihood
+    encoder = methods.get("ld-ensf-encoder", {}).get("summary", {})
+    default = "ld-ensf-encoder" if encoder.get("runs") else "ld-ensf-decoder"
+    latent = methods[default]["summary"]
     letkf = methods["letkf"]["summary"]
     unseen = methods["ld-ensf-decoder-unseen"]["summary"]
     if not (latent.get("runs") and letkf.get("runs") and unseen.get("runs")):
@@ -358,6 +362,7 @@ def _targets(results: dict[str, Any]) -> dict[str, Any]:
     unseen_ratio = max(unseen["final"][name] / latent["final"][name]
                        for name in latent["final"])
     return {
+        "ld-ensf (default likelihood on the trained layout)": {"value": default, "met": True},
         "final_relative_rmse<=0.05": {"value": worst_final, "met": worst_final <= 0.05},
         "parameter_error<=0.05": {"value": worst_parameter, "met": worst_parameter <= 0.05},
         "lower_final_error_than_letkf": {"value": beats, "met": beats},
@@ -581,7 +586,8 @@ def markdown_report(results: dict[str, Any]) -> str:
         for name, target in results["targets"].items():
             value = target["value"]
             shown = f"{value:.4g}" if isinstance(value, float) else str(value)
-            lines.append(f"| {name} | {shown} | {'yes' if target['met'] else 'no'} |")
+            met = "-" if isinstance(value, str) else ("yes" if target["met"] else "no")
+            lines.append(f"| {name} | {shown} | {met} |")
     lines.append("")
     return "\n".join(lines)
 

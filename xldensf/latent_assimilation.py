@@ -64,7 +64,7 @@ import xarray as xr
 from ._version import __version__
 from .assimilation import _check_members, observation_problem
 from .conventions import MEMBER_DIM, convert_values, coordinate_attrs
-from .errors import ConfigurationError, DataError, check_name, expected_found
+from .errors import ConfigurationError, DataError, XLDEnSFError, check_name, expected_found
 from .filters import cycle, get_filter
 from .filters.base import ObservationOperator
 from .observations import GridGeometry
@@ -73,6 +73,7 @@ from .surrogate import LatentModel
 from .surrogate.api import _forecast_points, _frame_indices
 
 __all__ = [
+    "default_likelihood",
     "assimilate_latent",
     "encoder_layout",
     "latent_geometry",
@@ -91,7 +92,9 @@ LIKELIHOODS = ("decoder", "encoder")
 #: summed over cycles): the latent prediction steps (with the prior's start), the analyses
 #: (with the encoder or the station operators they need), and the decoding of the output.
 PHASES = ("forecast", "analysis", "decode")
-#: Default likelihood (see docs/ldensf.md for the measurements behind the choice).
+#: Likelihood when the encoder cannot be used (no encoder, another or a moving layout,
+#: ``linearize=True``); on the encoder's own layout the default is ``"encoder"`` (see
+#: :func:`default_likelihood` and docs/ldensf.md for the measurements behind the choice).
 DEFAULT_LIKELIHOOD = "decoder"
 #: Latent observation error of the encoder likelihood, in the encoder's scaled units
 #: (latent spread, normalised parameters), when the model stores no encoder validation loss.
@@ -295,6 +298,21 @@ def _match_encoder_stations(model: LatentModel, problem: Any,
     return match
 
 
+def default_likelihood(model: LatentModel, problem: Any, geometry: GridGeometry,
+                       linearize: bool = False) -> str:
+    """The likelihood used when none is given: ``"encoder"`` where the model's encoder was
+    trained for the observed layout and every trained variable is observed (more accurate
+    there on the quick tsunami benchmark, docs/benchmark.md), else ``"decoder"``."""
+    if linearize or model.encoder is None or \
+            sorted(problem.variables) != sorted(model.metadata.variables):
+        return DEFAULT_LIKELIHOOD
+    try:
+        _match_encoder_stations(model, problem, geometry)
+    except XLDEnSFError:
+        return DEFAULT_LIKELIHOOD
+    return "encoder"
+
+
 def _latent_obs_std(model: LatentModel, latent_obs_std: float | None) -> tuple[torch.Tensor,
                                                                               float]:
     """Latent observation error ``(latent_dim + n_parameters,)`` and its scaled value.
@@ -467,7 +485,9 @@ def assimilate_latent(
     members
         Ensemble size (>= 2).
     likelihood
-        ``"decoder"`` (default; any layout) or ``"encoder"`` (the paper's LSTM latent
+        ``None`` (default): ``"encoder"`` on the layout the model's encoder was trained
+        for, else ``"decoder"`` (see :func:`default_likelihood`). ``"decoder"``: any
+        layout; ``"encoder"``: the paper's LSTM latent
         observations; needs the encoder's station layout, see :func:`encoder_layout`).
     obs_error
         Override of the observation error standard deviation (decoder likelihood), as in
@@ -529,8 +549,9 @@ def assimilate_latent(
                                                 type(model).__name__))
     members = _check_members(members)
     check_name("method (with a LatentModel)", method, LATENT_METHODS)
-    likelihood = check_name("likelihood", likelihood or DEFAULT_LIKELIHOOD, LIKELIHOODS)
-    if linearize and (method, likelihood) != ("ld-ensf", "decoder"):
+    if likelihood is not None:
+        check_name("likelihood", likelihood, LIKELIHOODS)
+    if linearize and (method, likelihood or "decoder") != ("ld-ensf", "decoder"):
         raise ConfigurationError(expected_found(
             "linearize=True", "method='ld-ensf' with likelihood='decoder'",
             f"method={method!r}, likelihood={likelihood!r}"))
@@ -545,6 +566,7 @@ def assimilate_latent(
         variable_units={name: meta.variable_attrs.get(name, {}).get("units", "1")
                         for name in meta.variables},
         geometry=geometry, time_units=meta.time_attrs.get("units", "1"))
+    likelihood = likelihood or default_likelihood(model, problem, geometry, linearize)
     frames = _frame_indices(model, problem.times, stacklevel=3)
     if (np.diff(frames) < 1).any():
         raise DataError(expected_found("observation times", "one per latent step (distinct)",
