@@ -178,12 +178,14 @@ class LDNetConfig(_ConfigMixin):
     @classmethod
     def small(cls) -> LDNetConfig:
         """Small networks for CPU work, calibrated on the small tsunami (REFERENCES §5 and
-        ``docs/surrogate.md``): SiLU activations, many cheap steps of 8 runs x 8 frames x 64
-        points, learning rate 5e-3 after a 100-step warm-up, Fourier scale 3; 6500 + 900
-        steps, 7-10 minutes on one core."""
-        return cls(activation="silu", fourier_scale=3.0, steps=6500, finetune_steps=900,
-                   learning_rate=5e-3, runs_per_batch=8, frames_per_run=8,
-                   points_per_frame=64, warmup_steps=100, validate_every=250)
+        ``docs/surrogate.md``): many cheap steps of 8 runs x 8 frames x 64 points, learning
+        rate 5e-3 after a 100-step warm-up, Fourier scale 3; 6500 + 900 steps, 7-10 minutes
+        on one core. ``activation="silu"`` halves the held-out error of the small tsunami
+        (0.24 -> 0.13) at the same cost, but the LD-EnSF demo diverged with that model, so
+        tanh stays the default (``docs/surrogate.md``)."""
+        return cls(fourier_scale=3.0, steps=6500, finetune_steps=900, learning_rate=5e-3,
+                   runs_per_batch=8, frames_per_run=8, points_per_frame=64, warmup_steps=100,
+                   validate_every=250)
 
     @classmethod
     def paper(cls) -> LDNetConfig:
