@@ -83,3 +83,16 @@ def test_accessor_scores_an_analysis_and_errors():
         metrics.relative_rmse(analysis, truth, ["z"])
     with pytest.raises(xl.DataError, match="member"):
         metrics.spread(analysis.isel(member=0))
+
+
+def test_spatial_anomaly_has_zero_area_weighted_mean_on_the_sphere():
+    truth = xl.simulate("atmosphere", runs=1, seed=0, preset="small", n_outputs=2).isel(run=0)
+    anomaly = metrics.spatial_anomaly(truth, ["h"])["h_anomaly"]
+    weights = np.cos(np.deg2rad(truth["lat"]))
+    weighted_mean = (anomaly * weights).sum(("lat", "lon")) / (weights.sum() * truth.sizes["lon"])
+    # float64 sums of ~2000 values of ~100 m: round-off ~1e-12 m
+    assert float(abs(weighted_mean).max()) < 1e-9
+    shift = (anomaly - truth["h"]).std(("lat", "lon"))
+    assert float(shift.max()) < 1e-9             # one constant per time: only the mean moved
+    with pytest.raises(xl.DataError, match="variable 'q'"):
+        metrics.spatial_anomaly(truth, ["q"])

@@ -52,7 +52,7 @@ import xarray as xr
 from ._version import __version__
 from .errors import ConfigurationError, XLDEnSFError, check_name, expected_found
 from .io import atomic_path
-from .metrics import parameter_error, relative_rmse, spread_skill_ratio
+from .metrics import parameter_error, relative_rmse, spatial_anomaly, spread_skill_ratio
 from .options import resolve_seed
 from .simulators import Simulator, simulate, simulator
 
@@ -62,6 +62,7 @@ __all__ = [
     "SETTINGS",
     "BenchmarkSetting",
     "regular_station_count",
+    "scored_variables",
     "shipped_model_path",
     "prediction_step_seconds",
     "run_benchmark",
@@ -74,6 +75,10 @@ PAPER_DENSITY = 100 / 150**2
 TRUTH_SEED_OFFSET = 1000
 #: Seed of the random "unseen" layout (offset from the benchmark seed).
 UNSEEN_LAYOUT_SEED_OFFSET = 7919
+
+#: Fields also scored as anomalies about their spatial mean (``<name>_anomaly``): their
+#: mean is large against their variation (see :func:`xldensf.metrics.spatial_anomaly`).
+ANOMALY_VARIABLES = {"atmosphere": ("h",)}
 
 #: Method names, in table order.
 METHODS = ("ld-ensf-decoder", "ld-ensf-encoder", "ld-ensf-decoder-unseen", "ensf", "enkf",
@@ -211,9 +216,19 @@ def _time_mean(values: np.ndarray) -> float:
     return float(np.nanmean(values)) if np.isfinite(values).any() else math.nan
 
 
+def scored_variables(case: str, full_model: Simulator) -> list[str]:
+    """The model's variables, then the anomalies of :data:`ANOMALY_VARIABLES`."""
+    return list(full_model.variables) + [f"{name}_anomaly"
+                                         for name in ANOMALY_VARIABLES.get(case, ())]
+
+
 def _score(analysis: xr.Dataset, truth: xr.Dataset, variables: Sequence[str],
            widths: dict[str, float], seconds: float) -> dict[str, Any]:
     """The recorded numbers of one analysis against its truth (JSON-ready)."""
+    anomalies = [name.removesuffix("_anomaly") for name in variables
+                 if name.endswith("_anomaly")]
+    if anomalies:
+        analysis, truth = spatial_anomaly(analysis, anomalies), spatial_anomaly(truth, anomalies)
     relative = relative_rmse(analysis, truth, list(variables))
     ratio = spread_skill_ratio(analysis, truth, list(variables))
     errors = parameter_error(analysis, truth, list(widths), ranges=widths)
@@ -320,7 +335,8 @@ def _run_method(method: str, truth: xr.Dataset, observations: dict[str, xr.Datas
     except XLDEnSFError as error:  # a diverged filter is a result, not a crash
         return {"failure": f"{type(error).__name__}: {error}"}
     seconds = time.perf_counter() - start
-    return _score(analysis, truth, full_model.variables, widths, seconds)
+    return _score(analysis, truth, scored_variables(full_model.case, full_model), widths,
+                  seconds)
 
 
 def _summary(records: list[dict[str, Any]]) -> dict[str, Any]:
@@ -478,7 +494,7 @@ def run_benchmark(case: str = "tsunami", *, quick: bool = True, truths: int | No
     timing = prediction_step_seconds(latent_model, full_model, setting.members, seed=seed)
     results: dict[str, Any] = {
         "case": case, "setting": setting.__dict__, "model": model_source,
-        "variables": list(full_model.variables), "parameters": widths,
+        "variables": scored_variables(case, full_model), "parameters": widths,
         "stations": {"trained": int(observed), "unseen": stations,
                      "grid_points": grid_points, "fraction": observed / grid_points},
         "truth_parameters": truth_parameters, "seed": seed,
@@ -565,7 +581,9 @@ def markdown_report(results: dict[str, Any]) -> str:
             lines[-1] += f" ({summary['runs']}/{setting['truths']} truths ran)"
         curves[method] = summary["relative_rmse"]
     if curves:
-        first_variable = variables[-1] if results["case"] == "tsunami" else variables[0]
+        shown = {"tsunami": "eta", "atmosphere": "h_anomaly", "kolmogorov": "vorticity"}
+        first_variable = shown.get(results["case"], variables[0])
+        first_variable = first_variable if first_variable in variables else variables[0]
         n_frames = len(next(iter(curves.values()))[first_variable])
         frames = _frames(n_frames)
         lines += ["", f"Relative RMSE of {first_variable} over time (mean over truths):", "",
