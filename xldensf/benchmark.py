@@ -137,8 +137,8 @@ SETTINGS = {
 
 
 def regular_station_count(grid_shape: Sequence[int], density: float = PAPER_DENSITY) -> int:
-    """Stations of the regular ``n x ... x n`` layout closest to ``density`` of the grid
-    (at least 2 per dimension)."""
+    """Stations of the regular layout, ``n`` per grid dimension, closest to ``density`` of
+    the grid (at least 2 per dimension)."""
     points = float(np.prod(grid_shape))
     per_dim = max(2, round((density * points) ** (1.0 / len(grid_shape))))
     return int(per_dim ** len(grid_shape))
