@@ -12,7 +12,14 @@ from test_surrogate_api import wave_dataset
 
 import xldensf as xl
 import xldensf.surrogate.latent_model as latent_model_module
-from xldensf.latent_assimilation import PHASES, encoder_layout
+from xldensf.errors import ConfigurationError
+from xldensf.filters.cycling import FilterDivergenceError
+from xldensf.latent_assimilation import (
+    DEFAULT_LATENT_MARGIN,
+    PHASES,
+    encoder_layout,
+    training_latent_box,
+)
 from xldensf.surrogate import LatentModel, LDNetConfig, SurrogateMetadata, fit
 
 F64 = torch.float64
@@ -326,3 +333,41 @@ def test_bad_input_is_refused_with_expected_and_found(linear_model):
     with pytest.raises(xl.UnknownNameError, match="ld-ensf"):
         observations.ldensf.assimilate(linear_model, method="letkf", members=4)
 
+
+
+class RunawayLatentModel(LinearLatentModel):
+    """The linear model, with dynamics that blow up (cubically) beyond its training latents
+    widened by their width on each side, as unbounded networks can off the training range."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lower, self.upper = training_latent_box(LinearLatentModel(), margin=1.0)
+
+    def advance(self, latent, parameters, steps=1):
+        latent = self._tensor(latent)
+        for _ in range(steps):
+            excess = (latent - self.upper).clamp(min=0) - (self.lower - latent).clamp(min=0)
+            latent = super().advance(latent, parameters) + 10.0 * excess**3
+        return latent
+
+
+def test_analysis_latents_stay_near_the_training_latents():
+    model = RunawayLatentModel()
+    # a truth far outside the trained range (c = 30, trained 1-3) pulls the members out
+    _, observations = linear_observations(LinearLatentModel(), 30.0, stations=4)
+    # the ETKF moves the members all the way to the observations (the bound wraps every
+    # latent method's analysis alike); without the bound they run away
+    with pytest.raises(FilterDivergenceError):
+        observations.ldensf.assimilate(model, method="etkf", members=10, seed=0,
+                                       latent_margin=None)
+    analysis = observations.ldensf.assimilate(model, method="etkf", members=10, seed=0,
+                                              return_latent=True)
+    lower, upper = training_latent_box(model, margin=DEFAULT_LATENT_MARGIN)
+    latent = torch.as_tensor(analysis["latent"].values)
+    # the analysis members were clamped into the widened box (float rounding only)
+    assert ((latent >= lower - 1e-12) & (latent <= upper + 1e-12)).all()
+    assert (latent.amax(dim=(0, 1)) > upper - 1e-12).any()  # the bound was active
+    settings = json.loads(analysis.attrs["xldensf_settings"])
+    assert settings["latent_margin"] == DEFAULT_LATENT_MARGIN
+    with pytest.raises(ConfigurationError, match="latent_margin"):
+        observations.ldensf.assimilate(model, members=4, latent_margin=-1.0)

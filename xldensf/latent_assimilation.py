@@ -81,6 +81,8 @@ __all__ = [
     "LIKELIHOODS",
     "DEFAULT_LIKELIHOOD",
     "latent_ensemble_dataset",
+    "training_latent_box",
+    "DEFAULT_LATENT_MARGIN",
 ]
 
 #: Methods with a :class:`LatentModel`: LD-EnSF, and ensemble Kalman analyses of the same
@@ -103,6 +105,12 @@ FALLBACK_LATENT_OBS_STD = 0.1
 #: ``J^T R^-1 J`` is at most ``_SCALE_CAP ** 2`` in standardised units (as for the
 #: full-space EnSF, :data:`xldensf.assimilation._SCALE_PER_OBS_STD`).
 _SCALE_CAP = 3.0
+#: Default margin of the box of the training latents that analysis members are kept in, as
+#: a fraction of the box's width per component (see :func:`training_latent_box`).
+DEFAULT_LATENT_MARGIN = 0.5
+#: Parameter sets (a Sobol sequence over ``[-1, 1]``) whose latent trajectories span the
+#: box of the training latents.
+_BOX_SAMPLES = 512
 #: Station position tolerance when matching observations to the encoder's stations, in
 #: grid spacings (fit snaps encoder stations to grid points).
 _STATION_MATCH_SPACINGS = 0.5
@@ -423,6 +431,53 @@ class _StandardizedLatentEnSF:
         return analysis
 
 
+def training_latent_box(model: LatentModel, margin: float = 0.0) -> tuple[torch.Tensor,
+                                                                         torch.Tensor]:
+    """Lower and upper bounds ``(latent_dim,)`` of the latent trajectories over the trained
+    parameter range, widened by ``margin`` times the width on each side.
+
+    The trajectories ``model.unroll(u)`` at every training frame for a fixed Sobol sequence
+    of ``u`` over ``[-1, 1]`` (the training runs' range): the region of latent space the
+    dynamics and decoder were trained on, outside which their networks extrapolate.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from xldensf.surrogate import LatentModel, LDNetConfig, SurrogateMetadata
+    >>> meta = SurrogateMetadata(variables=("h",), coordinate_names=("x",),
+    ...     times=(0.0, 1.0, 2.0), parameters=("c",), parameter_ranges=((0.0, 1.0),))
+    >>> model = LatentModel(LDNetConfig.small().replace(latent_dim=3), meta,
+    ...                     torch.rand(6, 1))
+    >>> lower, upper = training_latent_box(model, margin=0.5)
+    >>> lower.shape, bool((lower < upper).all())
+    (torch.Size([3]), True)
+    """
+    sobol = torch.quasirandom.SobolEngine(model.n_parameters, scramble=True, seed=0)
+    parameters = (2 * sobol.draw(_BOX_SAMPLES, dtype=torch.float64) - 1).to(model.dtype)
+    with torch.no_grad():
+        latents = model.unroll(parameters.to(model.device)).flatten(0, -2).cpu()
+    lower, upper = latents.amin(dim=0), latents.amax(dim=0)
+    width = upper - lower
+    return lower - margin * width, upper + margin * width
+
+
+class _BoundedLatent:
+    """A filter whose analysis latent members are kept in a box (component-wise clamp), as
+    the parameters are kept in ``[-1, 1]``: off the training latents the surrogate's
+    networks extrapolate, and members there can run away from one cycle to the next."""
+
+    def __init__(self, kernel: Any, lower: torch.Tensor, upper: torch.Tensor) -> None:
+        self.kernel, self.name, self.lower, self.upper = kernel, kernel.name, lower, upper
+
+    def analysis(self, ensemble, observations, operator, obs_std, generator=None, **positions):
+        analysis = self.kernel.analysis(ensemble, observations, operator, obs_std, generator,
+                                        **positions)
+        n_latent = len(self.lower)
+        latent = analysis[:, :n_latent].clamp(self.lower.to(analysis),
+                                              self.upper.to(analysis))
+        return torch.cat([latent, analysis[:, n_latent:]], dim=1)
+
+
 def _regress_unobserved(forecast: torch.Tensor, analysis: torch.Tensor,
                         n_regressed: int) -> torch.Tensor:
     """Update the last ``n_regressed`` columns (no likelihood gradient: the parameters
@@ -463,6 +518,7 @@ def assimilate_latent(
     latent_obs_std: float | None = None,
     parameter_jitter: float = 0.0,
     linearize: bool = False,
+    latent_margin: float | None = DEFAULT_LATENT_MARGIN,
     coords: Any = None,
     seed: int | None = None,
     return_latent: bool = False,
@@ -505,6 +561,12 @@ def assimilate_latent(
         its tangent at the forecast mean in each cycle, ``R(s) ~ R(m) + J (s - m)``: one
         Jacobian per cycle instead of a decoder pass per sampler step (much faster; exact
         for a linear decoder, an approximation otherwise).
+    latent_margin
+        Analysis latent members are kept in the box of the training latents (all frames,
+        the whole parameter range; :func:`training_latent_box`) widened by this fraction
+        of its width on each side, as the parameters are kept in ``[-1, 1]``: off the
+        training latents the networks extrapolate and members can run away. ``None``: no
+        bound.
     coords
         Mapping of every grid coordinate name to 1-D points where the analysis is decoded;
         default the training grid.
@@ -557,6 +619,8 @@ def assimilate_latent(
             f"method={method!r}, likelihood={likelihood!r}"))
     if not (parameter_jitter >= 0 and math.isfinite(parameter_jitter)):
         raise ConfigurationError(expected_found("parameter_jitter", ">= 0", parameter_jitter))
+    if latent_margin is not None and not (latent_margin >= 0 and math.isfinite(latent_margin)):
+        raise ConfigurationError(expected_found("latent_margin", ">= 0 or None", latent_margin))
     seed = resolve_seed(seed)
     generator = torch.Generator().manual_seed(int(seed))
     meta = model.metadata
@@ -572,7 +636,8 @@ def assimilate_latent(
         raise DataError(expected_found("observation times", "one per latent step (distinct)",
                                        problem.times.tolist()[:5]))
     variable_indices = [meta.variables.index(name) for name in problem.variables]
-    recorded = {**settings, "likelihood": likelihood, "parameter_jitter": parameter_jitter}
+    recorded = {**settings, "likelihood": likelihood, "parameter_jitter": parameter_jitter,
+                "latent_margin": latent_margin}
     if linearize:
         recorded["linearize"] = True
 
@@ -593,6 +658,8 @@ def assimilate_latent(
         recorded["latent_obs_std"] = scaled
     kernel = _kernel(method, settings, model.n_parameters if likelihood == "decoder" else 0,
                      linearize and likelihood == "decoder")
+    if latent_margin is not None:
+        kernel = _BoundedLatent(kernel, *training_latent_box(model, latent_margin))
     seconds["analysis"] += time.perf_counter() - started
 
     started = time.perf_counter()
