@@ -71,6 +71,8 @@ def test_every_method_runs_on_every_truth(result):
         if method.startswith("ld-ensf"):   # the latent filter records its phases
             phases = entry["runs"][0]["phases"]
             assert set(phases) == {"forecast", "analysis", "decode"}
+        # F's prior range is 4 wide; an error of 10 ranges would mean a runaway estimate
+        # (the few-step surrogate here is not accurate, so no tighter bound is claimed)
         assert 0 <= summary["parameter_error"]["F"] < 10
 
 

@@ -35,6 +35,7 @@ Examples
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import platform
@@ -84,21 +85,16 @@ ANOMALY_VARIABLES = {"atmosphere": ("h",)}
 METHODS = ("ld-ensf-decoder", "ld-ensf-encoder", "ld-ensf-decoder-unseen", "ensf", "enkf",
            "letkf")
 
-#: Full-space filter settings per case (radii in the grid's coordinate units: metres on
-#: the plane and the sphere, nondimensional on the Kolmogorov torus, index on Lorenz-96).
+#: LETKF localisation radius per case, in the grid's coordinate units: metres on the plane
+#: and the sphere, nondimensional on the Kolmogorov torus, grid index on Lorenz-96.
+LETKF_RADIUS = {"tsunami": 150e3, "atmosphere": 1.5e6, "kolmogorov": 1.0, "lorenz96": 4.0}
+
+#: Full-space filter settings per case (the same but for the LETKF radius).
 BENCHMARK_CASES: dict[str, dict[str, dict[str, Any]]] = {
-    "tsunami": {"enkf": {"inflation": 1.05},
-                "letkf": {"inflation": 1.05, "localization": 150e3},
-                "ensf": {"eps_alpha": 0.05, "steps": 100}},
-    "atmosphere": {"enkf": {"inflation": 1.05},
-                   "letkf": {"inflation": 1.05, "localization": 1.5e6},
-                   "ensf": {"eps_alpha": 0.05, "steps": 100}},
-    "kolmogorov": {"enkf": {"inflation": 1.05},
-                   "letkf": {"inflation": 1.05, "localization": 1.0},
-                   "ensf": {"eps_alpha": 0.05, "steps": 100}},
-    "lorenz96": {"enkf": {"inflation": 1.05},
-                 "letkf": {"inflation": 1.05, "localization": 4.0},
-                 "ensf": {"eps_alpha": 0.05, "steps": 100}},
+    case: {"enkf": {"inflation": 1.05},
+           "letkf": {"inflation": 1.05, "localization": radius},
+           "ensf": {"eps_alpha": 0.05, "steps": 100}}
+    for case, radius in LETKF_RADIUS.items()
 }
 
 
@@ -445,10 +441,9 @@ def run_benchmark(case: str = "tsunami", *, quick: bool = True, truths: int | No
     methods = list(METHODS if methods is None else methods)
     for method in methods:
         check_name("method", method, METHODS)
-    setting = SETTINGS["quick" if quick else "paper"]
-    setting = BenchmarkSetting(**{**setting.__dict__,
-                                  **({"truths": truths} if truths is not None else {}),
-                                  **({"members": members} if members is not None else {})})
+    overrides = {key: value for key, value in (("truths", truths), ("members", members))
+                 if value is not None}
+    setting = dataclasses.replace(SETTINGS["quick" if quick else "paper"], **overrides)
     if setting.truths < 1 or setting.members < 2:
         raise ConfigurationError(expected_found("truths >= 1 and members >= 2",
                                                 "both", (setting.truths, setting.members)))
