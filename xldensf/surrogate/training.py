@@ -69,7 +69,7 @@ logger = logging.getLogger(__name__)
 #: Training phases, in order.
 PHASES = ("ldnet", "reconstruction", "encoder")
 #: Points per frame used for validation (an even stride over the grid when it is larger).
-_VALIDATION_POINTS = 1024
+_VALIDATION_POINTS = 256
 #: Relative time-step spacing tolerance for the training times.
 _UNIFORM_TIMES_RTOL = 1e-6
 
