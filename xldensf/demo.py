@@ -34,7 +34,6 @@ from .simulators import simulate, simulator
 __all__ = ["run_demo", "shipped_model_path"]
 
 
-
 def shipped_model_path() -> Path:
     """Path of the small tsunami surrogate shipped with the package."""
     return Path(str(resources.files("xldensf") / "data" / "models" / "tsunami_small.ldensf"))
