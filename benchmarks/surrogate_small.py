@@ -1,19 +1,23 @@
-"""Surrogate accuracy on the small tsunami preset (CPU): improved vs original LDNet, encoder.
+"""Surrogate accuracy on the small presets (CPU): improved vs original LDNet, encoder.
 
-Measures, on held-out runs: the time-averaged relative RMSE per variable (REFERENCES §4)
-of the improved LDNet and of the original LDNet (ablation), the training time, and the
-encoder's parameter and latent errors at 0, 10 and 20 % observation noise (10 x 10 stations).
+Measures, on held-out runs of one case (tsunami, atmosphere or Kolmogorov flow, small
+simulator preset): the time-averaged relative RMSE per variable (REFERENCES §4,
+area-weighted on the sphere; the atmosphere's ``h`` also as ``h_anomaly``, its deviation
+from the spatial mean, as in the LD-EnSF benchmark) of the improved LDNet and of the
+original LDNet (ablation), the training time, and the encoder's parameter and latent errors
+at 0, 10 and 20 % observation noise (``--stations``, default 10 x 10).
 The LD-EnSF paper reports 0.0168 (improved) and 0.184 (original) on the full-size tsunami
 after 2,000 GPU epochs of a 10 x 300 network; this is a CPU-sized run of the small preset.
 
 Usage::
 
-    python benchmarks/surrogate_small.py [--train-runs 60] [--test-runs 20] [--steps N]
-        [--finetune-steps N] [--variants improved,original] [--threads 1]
-        [--set activation='"tanh"' --set latent_modulation=true ...] [--train-error]
-        [--out benchmarks/results] [--name surrogate_small]
+    python benchmarks/surrogate_small.py [--case tsunami] [--train-runs 60] [--test-runs 20]
+        [--steps N] [--finetune-steps N] [--variants improved,original] [--threads 1]
+        [--stations 100] [--set activation='"tanh"' --set latent_modulation=true ...]
+        [--train-error] [--out benchmarks/results] [--name surrogate_small]
 
-Writes ``<name>.json`` and ``<name>.md`` into ``--out``. ``--set KEY=JSON`` overrides a
+Writes ``<name>.json`` and ``<name>.md`` into ``--out`` (default name ``surrogate_small``
+for the tsunami, ``surrogate_small_<case>`` otherwise). ``--set KEY=JSON`` overrides a
 field of ``LDNetConfig.small()`` (for the levers of ``docs/surrogate.md``);
 ``--train-error`` also measures the error on as many training runs as test runs (train
 error much below the held-out error: generalisation; about equal: capacity/optimisation).
@@ -32,28 +36,31 @@ import numpy as np
 import torch
 
 import xldensf as xl
+from xldensf.benchmark import scored_variables
+from xldensf.metrics import relative_rmse, spatial_anomaly
 from xldensf.surrogate import fit
 
-
-def relative_rmse(prediction: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
-    """Relative RMSE per run and frame over (run, time, *grid) arrays (REFERENCES §4),
-    averaged over runs and frames, and over runs at the last frame; frames where the truth
-    is identically zero (u = v = 0 at t = 0) are left out of the average."""
-    axes = tuple(range(2, truth.ndim))
-    norm = (truth**2).mean(axes)
-    error = ((prediction - truth) ** 2).mean(axes)
-    valid = norm > 0
-    relative = np.sqrt(error[valid] / norm[valid])
-    return float(relative.mean()), float(np.sqrt(error[:, -1] / norm[:, -1]).mean())
+#: The three benchmark cases of the LD-EnSF paper.
+CASES = ("tsunami", "atmosphere", "kolmogorov")
 
 
-def evaluate(model, test) -> tuple[dict[str, float], dict[str, float]]:
-    """Time-averaged and last-frame relative RMSE per variable on the test runs."""
+def evaluate(model, test, case: str) -> tuple[dict[str, float], dict[str, float]]:
+    """Relative RMSE per variable (REFERENCES §4) of the surrogate's forecast of the test
+    runs, per run and frame, averaged over runs and frames, and over runs at the last frame;
+    frames where the truth is identically zero (u = v = 0 at t = 0 on the tsunami) are left
+    out of the average."""
     forecast = model.forecast({name: test[name].values for name in model.metadata.parameters})
-    errors = {name: relative_rmse(forecast[name].values, test[name].values)
-              for name in model.metadata.variables}
-    return ({name: value[0] for name, value in errors.items()},
-            {name: value[1] for name, value in errors.items()})
+    names = scored_variables(case, xl.simulator(case, preset="small"))
+    anomalies = [name.removesuffix("_anomaly") for name in names if name.endswith("_anomaly")]
+    if anomalies:
+        forecast, test = spatial_anomaly(forecast, anomalies), spatial_anomaly(test, anomalies)
+    relative = relative_rmse(forecast, test, names)
+    averaged, last = {}, {}
+    for name in names:
+        values = relative[name].transpose("run", ...).values      # (run, time)
+        averaged[name] = float(values[np.isfinite(values)].mean())
+        last[name] = float(values[:, -1].mean())
+    return averaged, last
 
 
 def encoder_errors(model, test, noise_levels, seed: int = 0) -> dict[str, dict[str, float]]:
@@ -85,6 +92,7 @@ def encoder_errors(model, test, noise_levels, seed: int = 0) -> dict[str, dict[s
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--case", default="tsunami", choices=CASES)
     parser.add_argument("--train-runs", type=int, default=60)
     parser.add_argument("--test-runs", type=int, default=20)
     parser.add_argument("--steps", type=int, default=None,
@@ -97,7 +105,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--device", default=None)
     parser.add_argument("--out", default="benchmarks/results")
-    parser.add_argument("--name", default="surrogate_small")
+    parser.add_argument("--stations", type=int, default=100,
+                        help="encoder stations (a regular n x n layout)")
+    parser.add_argument("--name", default=None)
     parser.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
                         help="override a LDNetConfig field, e.g. --set activation='\"tanh\"'")
     parser.add_argument("--train-error", action="store_true",
@@ -109,10 +119,14 @@ def main() -> None:
     xl.set_options(progress=False)
 
     began = time.perf_counter()
-    train = xl.simulate("tsunami", preset="small", runs=args.train_runs, seed=1)
-    test = xl.simulate("tsunami", preset="small", runs=args.test_runs, seed=2)
+    stem = args.name or ("surrogate_small" if args.case == "tsunami"
+                         else f"surrogate_small_{args.case}")
+    train = xl.simulate(args.case, preset="small", runs=args.train_runs, seed=1)
+    test = xl.simulate(args.case, preset="small", runs=args.test_runs, seed=2)
     simulate_seconds = time.perf_counter() - began
-    variables = ["u", "v", "eta"]
+    full_model = xl.simulator(args.case, preset="small")
+    parameters, variables = list(full_model.parameter_names), list(full_model.variables)
+    scored = scored_variables(args.case, full_model)
     results = {"settings": vars(args), "command": " ".join(["python", *sys.argv]),
                "load_average_start": os.getloadavg(), "simulate_seconds": simulate_seconds,
                "torch": torch.__version__, "xldensf": xl.__version__}
@@ -124,13 +138,13 @@ def main() -> None:
     for variant in variants:
         original = variant == "original"
         began = time.perf_counter()
-        model = fit(train, parameters=["x0", "y0"], variables=variables, seed=0,
+        model = fit(train, parameters=parameters, variables=variables, seed=0,
                     device=args.device, original=original, **steps,
-                    stations=100 if not original else None,
+                    stations=args.stations if not original else None,
                     encoder={"steps": args.encoder_steps})
         seconds = time.perf_counter() - began
         history = json.loads(model.metadata.attrs["xldensf_training"])
-        time_averaged, last_frame = evaluate(model, test)
+        time_averaged, last_frame = evaluate(model, test, args.case)
         entry = {"train_seconds": seconds,
                  "ldnet_seconds": sum(history[phase]["seconds"] for phase in
                                       ("ldnet", "reconstruction")),
@@ -140,7 +154,7 @@ def main() -> None:
                  "history": history}
         if args.train_error:
             entry["relative_rmse_train_runs"] = evaluate(
-                model, train.isel(run=slice(0, args.test_runs)))[0]
+                model, train.isel(run=slice(0, args.test_runs)), args.case)[0]
         if model.encoder is not None:
             entry["encoder"] = encoder_errors(model, test, (0.0, 0.1, 0.2))
         results[variant] = entry
@@ -148,21 +162,21 @@ def main() -> None:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"{args.name}.json").write_text(json.dumps(results, indent=2))
+    (out / f"{stem}.json").write_text(json.dumps(results, indent=2))
     first = results[variants[0]]
-    lines = [f"# Surrogate, small tsunami ({args.train_runs} training / {args.test_runs} "
+    lines = [f"# Surrogate, small {args.case} ({args.train_runs} training / {args.test_runs} "
              f"test runs, {first['history']['ldnet']['steps']} + "
              f"{first['history']['reconstruction']['steps']} steps, {args.threads} thread)",
              "", f"Command: `{results['command']}`", "",
              "Held-out relative RMSE per variable (REFERENCES §4), time-averaged / last frame; "
              "LDNet training time (stages 1 + 2) and the whole fit (with the encoder):", "",
-             "| variant | u | v | eta | LDNet time [s] | fit time [s] | load average |",
-             "|---|---|---|---|---|---|---|"]
+             f"| variant | {' | '.join(scored)} | LDNet time [s] | fit time [s] | load average |",
+             "|---|" + "---|" * (len(scored) + 3)]
     for variant in variants:
         entry = results[variant]
         cells = " | ".join(f"{entry['relative_rmse'][name]:.4f} / "
                            f"{entry['relative_rmse_last_frame'][name]:.4f}"
-                           for name in variables)
+                           for name in scored)
         lines.append(f"| {variant} LDNet | {cells} | {entry['ldnet_seconds']:.0f} | "
                      f"{entry['train_seconds']:.0f} | "
                      f"{entry['load_average_after'][0]:.1f} |")
@@ -170,16 +184,16 @@ def main() -> None:
         if "relative_rmse_train_runs" in results[variant]:
             errors = results[variant]["relative_rmse_train_runs"]
             lines.append(f"\n{variant}, time-averaged on {args.test_runs} training runs: "
-                         + " / ".join(f"{errors[name]:.4f}" for name in variables))
+                         + " / ".join(f"{errors[name]:.4f}" for name in scored))
     lines += ["", f"Load average (1 min) at the start: {results['load_average_start'][0]:.1f} "
               "(2 cores shared with other users).",
-              "", "Encoder (10 x 10 stations), errors on test runs:", "",
+              "", f"Encoder ({args.stations} stations), errors on test runs:", "",
               "| noise | parameter RMSE (normalised, final time) | latent RMSE (scaled) |",
               "|---|---|---|"]
     for level, values in results.get("improved", {}).get("encoder", {}).items():
         lines.append(f"| {float(level):.0%} | {values['parameter_rmse_normalized_final']:.4f} "
                      f"| {values['latent_rmse_scaled']:.4f} |")
-    (out / f"{args.name}.md").write_text("\n".join(lines) + "\n")
+    (out / f"{stem}.md").write_text("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

@@ -67,11 +67,20 @@ def make_model(config: LDNetConfig = TINY, stations: bool = False, grid=(5, 4),
 
 
 # ---------------------------------------------------------------------- configuration
-def test_presets_have_the_paper_sizes():
-    paper = LDNetConfig.paper()
-    # REFERENCES §2, tsunami: latent 10, F 8 x 50, R residual 10 x 300
-    assert (paper.latent_dim, paper.dynamics_depth, paper.dynamics_width) == (10, 8, 50)
-    assert (paper.reconstruction_depth, paper.reconstruction_width) == (10, 300)
+@pytest.mark.parametrize("case, sizes", [
+    # REFERENCES §2: latent, F depth x width, R residual depth x width, Fourier features
+    ("tsunami", (10, 8, 50, 10, 300, 64)),
+    ("atmosphere", (50, 8, 200, 15, 500, 50)),
+    ("kolmogorov", (9, 9, 200, 14, 500, 10)),
+])
+def test_presets_have_the_paper_sizes(case, sizes):
+    paper = LDNetConfig.paper(case)
+    assert (paper.latent_dim, paper.dynamics_depth, paper.dynamics_width,
+            paper.reconstruction_depth, paper.reconstruction_width,
+            paper.fourier_features) == sizes
+    assert LDNetConfig.paper() == LDNetConfig.paper("tsunami")
+    with pytest.raises(xl.UnknownNameError, match="case"):
+        LDNetConfig.paper("lorenz96")
 
 
 @pytest.mark.parametrize("changes", [{"latent_dim": 0}, {"activation": "relu6"},
@@ -164,6 +173,26 @@ def test_advance_continues_unroll_exactly():
     # the same Euler steps in the same order: bitwise equal
     assert torch.equal(model.advance(latents[:, 0], u, steps=4), latents[:, 4])
     assert torch.equal(model.advance(latents[:, 2], u, steps=0), latents[:, 2])
+
+
+@pytest.mark.parametrize("original", [False, True])
+def test_fused_rollout_equals_the_defining_euler_steps(original):
+    """``unroll``/``advance`` run a fused loop (DynamicsNetwork.euler_trajectory); it must be
+    the recursion s_{k+1} = s_k + (dt/dt_ref) F(s_k, u) from s_{-1} = 0 (improved) or
+    s_0 = 0 (original), up to float32 rounding (1e-6 on states of order 1)."""
+    model = make_model(TINY.replace(original=original, dynamics_depth=3))
+    u = torch.tensor([[0.3, -0.7], [0.9, 0.1], [-1.0, 1.0]])
+    state = torch.zeros(3, TINY.latent_dim)
+    expected = [state] if original else []
+    with torch.no_grad():
+        while len(expected) < 6:
+            state = model.ldnet.step(state, u)
+            expected.append(state)
+        assert torch.allclose(model.unroll(u, n_steps=6), torch.stack(expected, 1), atol=1e-6)
+        # leading dims broadcast: one start state for a batch of parameters
+        shared = model.advance(expected[1][:1], u, steps=2)
+        assert shared.shape == (3, TINY.latent_dim)
+        assert torch.allclose(shared[0], expected[3][0], atol=1e-6)
 
 
 def test_decode_on_training_points_equals_decode_at_their_coordinates():

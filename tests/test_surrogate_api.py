@@ -12,7 +12,7 @@ from test_surrogate import _one_thread, travelling_wave  # noqa: F401  (fixture 
 
 import xldensf as xl
 from xldensf.conventions import units
-from xldensf.surrogate import ExtrapolationWarning, fit, load_model
+from xldensf.surrogate import ExtrapolationWarning, LDNetConfig, fit, load_model
 
 FAST = {"steps": 30, "finetune_steps": 5, "latent_dim": 3, "dynamics_width": 8,
         "reconstruction_width": 16, "reconstruction_depth": 2, "fourier_features": 8}
@@ -127,6 +127,17 @@ def test_fit_on_the_lorenz96_case():
     assert model.metadata.grid_shape == (40,)
     assert model.metadata.parameter_attrs["F"]["long_name"] == "Lorenz-96 forcing"
     assert model.forecast({"F": train["F"].values})["x"].shape == (4, 6, 40)
+
+
+@pytest.mark.parametrize("case, latent_dim", [("kolmogorov", 9), ("wave", 10)])
+def test_paper_preset_takes_the_sizes_of_the_dataset_case(case, latent_dim):
+    """REFERENCES §2 sizes of the simulated case; the tsunami's for other data."""
+    dataset = wave_dataset().assign_attrs(xldensf_case=case)
+    model = fit(dataset, parameters=["c", "x0"], preset="paper", seed=0, steps=0,
+                finetune_steps=0)
+    assert model.config == LDNetConfig.paper(case if case == "kolmogorov" else "tsunami").replace(
+        steps=0, finetune_steps=0)
+    assert model.config.latent_dim == latent_dim
 
 
 def _drop_units(dataset: xr.Dataset, name: str) -> xr.Dataset:

@@ -40,7 +40,7 @@ from ..errors import (
     expected_found,
 )
 from ..options import resolve_seed
-from .config import EncoderConfig, LDNetConfig
+from .config import PAPER_SIZES, EncoderConfig, LDNetConfig
 from .latent_model import LatentModel, SurrogateMetadata
 from .training import fit_tensors
 
@@ -186,7 +186,10 @@ def fit(
         coordinate name -> station coordinate values (snapped to the nearest grid point).
     preset
         ``"small"`` or ``"paper"`` (:class:`~xldensf.surrogate.LDNetConfig` and
-        :class:`~xldensf.surrogate.EncoderConfig` presets).
+        :class:`~xldensf.surrogate.EncoderConfig` presets). ``"paper"`` takes the network
+        sizes of the case named by the dataset's ``xldensf_case`` attribute (set by
+        :func:`xldensf.simulate`; tsunami, atmosphere or kolmogorov), and the tsunami's for
+        other data.
     seed
         Seed of initialisation, split and mini-batches; ``None`` draws one (recorded in
         ``model.metadata.attrs["xldensf_fit_seed"]``).
@@ -272,7 +275,12 @@ def fit(
         [coordinate_attrs[dim].get("units") for dim in grid_dims])
 
     seed = resolve_seed(seed)
-    config = getattr(LDNetConfig, preset)().replace(**overrides)
+    if preset == "paper":
+        case = dataset.attrs.get("xldensf_case")
+        config = LDNetConfig.paper(case if case in PAPER_SIZES else "tsunami")
+    else:
+        config = LDNetConfig.small()
+    config = config.replace(**overrides)
     encoder_config = None
     if station_indices is not None:
         encoder_config = (encoder if isinstance(encoder, EncoderConfig)

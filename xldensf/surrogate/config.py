@@ -1,8 +1,9 @@
 """Typed configurations of the latent surrogate: :class:`LDNetConfig` and :class:`EncoderConfig`.
 
 Each is a frozen dataclass with two presets: ``small()`` (seconds to minutes on a CPU) and
-``paper()`` (the network sizes of the LD-EnSF reference scripts, Xiao, Si & Chen 2026,
-for the tsunami case; meant for a GPU).
+``paper()`` (meant for a GPU); ``LDNetConfig.paper(case)`` has the network sizes of the
+LD-EnSF reference scripts (Xiao, Si & Chen 2026) for the tsunami, atmosphere or Kolmogorov
+case.
 
 Examples
 --------
@@ -24,10 +25,24 @@ from typing import Any
 
 from ..errors import ConfigurationError, check_name, expected_found
 
-__all__ = ["LDNetConfig", "EncoderConfig", "ACTIVATIONS"]
+__all__ = ["LDNetConfig", "EncoderConfig", "ACTIVATIONS", "PAPER_SIZES"]
 
 #: Activation names accepted by the networks.
 ACTIVATIONS = ("tanh", "gelu", "silu")
+
+#: Network sizes of the LD-EnSF reference scripts per benchmark case (REFERENCES §2), used
+#: by :meth:`LDNetConfig.paper`.
+PAPER_SIZES: dict[str, dict[str, int]] = {
+    "tsunami": {"latent_dim": 10, "dynamics_width": 50, "dynamics_depth": 8,
+                "reconstruction_width": 300, "reconstruction_depth": 10,
+                "fourier_features": 64},
+    "atmosphere": {"latent_dim": 50, "dynamics_width": 200, "dynamics_depth": 8,
+                   "reconstruction_width": 500, "reconstruction_depth": 15,
+                   "fourier_features": 50},
+    "kolmogorov": {"latent_dim": 9, "dynamics_width": 200, "dynamics_depth": 9,
+                   "reconstruction_width": 500, "reconstruction_depth": 14,
+                   "fourier_features": 10},
+}
 
 
 def _check_positive(config: Any, names: tuple[str, ...]) -> None:
@@ -185,16 +200,27 @@ class LDNetConfig(_ConfigMixin):
         return cls(activation="silu", reconstruction_width=192, fourier_scale=0.5,
                    steps=9000, finetune_steps=4500, learning_rate=5e-3, runs_per_batch=8,
                    frames_per_run=8, points_per_frame=64, warmup_steps=100,
-                   validate_every=250)
+                   validate_every=500)
 
     @classmethod
-    def paper(cls) -> LDNetConfig:
-        """LD-EnSF tsunami sizes: latent 10, F 8 x 50, R residual 10 x 300 (REFERENCES §2)."""
-        return cls(latent_dim=10, dynamics_width=50, dynamics_depth=8,
-                   reconstruction_width=300, reconstruction_depth=10, fourier_features=64,
-                   steps=60000, finetune_steps=20000, learning_rate=1e-3,
-                   final_learning_rate=1e-5, runs_per_batch=8, points_per_frame=512,
-                   validate_every=500, patience=20, checkpoint_every=2000)
+    def paper(cls, case: str = "tsunami") -> LDNetConfig:
+        """The network sizes of the LD-EnSF reference scripts for one benchmark case
+        (REFERENCES §2), with a GPU-scale training schedule.
+
+        ``"tsunami"``: latent 10, F 8 x 50, R residual 10 x 300, 64 Fourier features;
+        ``"atmosphere"``: latent 50, F 8 x 200, R residual 15 x 500, 50 Fourier features;
+        ``"kolmogorov"``: latent 9, F 9 x 200, R residual 14 x 500, 10 Fourier features.
+
+        Examples
+        --------
+        >>> LDNetConfig.paper("atmosphere").latent_dim
+        50
+        """
+        check_name("case", case, tuple(PAPER_SIZES))
+        return cls(**PAPER_SIZES[case], steps=60000, finetune_steps=20000,
+                   learning_rate=1e-3, final_learning_rate=1e-5, runs_per_batch=8,
+                   points_per_frame=512, validate_every=500, patience=20,
+                   checkpoint_every=2000)
 
 
 @dataclass(frozen=True)

@@ -519,9 +519,9 @@ class LatentModel(nn.Module):
         self._check_last(parameters, self.n_parameters, "normalised parameters")
         if steps < 0:
             raise ConfigurationError(expected_found("steps", ">= 0", steps))
-        for _ in range(int(steps)):
-            latent = self.ldnet.step(latent, parameters)
-        return latent
+        if steps == 0:
+            return latent
+        return self.ldnet.advance(latent, parameters, int(steps))[..., -1, :]
 
     def decode(self, latent: torch.Tensor, coords: torch.Tensor | None = None,
                normalized: bool = False) -> torch.Tensor:

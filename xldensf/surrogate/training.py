@@ -445,15 +445,17 @@ def fit_tensors(
         important = torch.multinomial(weights, n_important, replacement=True, generator=gen)
         return torch.cat([points, important.reshape(*batch_frames.shape, n_important)], -1)
 
-    def field_loss(latents: torch.Tensor, batch_runs: torch.Tensor,
-                   gen: torch.Generator) -> torch.Tensor:
-        """(Weighted) MSE of R(s, x) at sampled points of sampled frames; latents
-        (batch, time, n)."""
+    def sample_frames(batch: int, gen: torch.Generator) -> torch.Tensor:
+        """Frame indices ``(batch, frames_per_run)``, without replacement per run."""
         if n_frames < n_times:
-            batch_frames = torch.rand((len(batch_runs), n_times), generator=gen,
-                                      device=device).argsort(dim=1)[:, :n_frames]
-        else:
-            batch_frames = frames[None, :].expand(len(batch_runs), -1)
+            return torch.rand((batch, n_times), generator=gen,
+                              device=device).argsort(dim=1)[:, :n_frames]
+        return frames[None, :].expand(batch, -1)
+
+    def field_loss(latents: torch.Tensor, batch_runs: torch.Tensor, batch_frames: torch.Tensor,
+                   gen: torch.Generator) -> torch.Tensor:
+        """(Weighted) MSE of R(s, x) at sampled points of the sampled frames; latents
+        (batch, time, n) up to the last sampled frame at least."""
         points = sample_points(batch_runs, batch_frames, gen)
         target = data_fields[batch_runs[:, None, None], batch_frames[:, :, None], points]
         batch_latents = torch.gather(latents, 1, batch_frames[:, :, None].expand(
@@ -479,11 +481,15 @@ def fit_tensors(
 
     def rollout_loss(gen: torch.Generator) -> torch.Tensor:
         batch_runs = sample_runs(config.runs_per_batch, gen)
-        return field_loss(rolled_out(batch_runs), batch_runs, gen)
+        batch_frames = sample_frames(len(batch_runs), gen)
+        # the rollout stops at the last frame fitted in this step
+        latents = ldnet.unroll(data_parameters[batch_runs], int(batch_frames.max()) + 1)
+        return field_loss(latents, batch_runs, batch_frames, gen)
 
     def frozen_loss(gen: torch.Generator) -> torch.Tensor:
         batch_runs = sample_runs(config.runs_per_batch, gen)
-        return field_loss(frozen_latents[batch_runs], batch_runs, gen)
+        batch_frames = sample_frames(len(batch_runs), gen)
+        return field_loss(frozen_latents[batch_runs], batch_runs, batch_frames, gen)
 
     has_validation = len(valid_runs) > 0
     trainer.run(_Phase(
