@@ -61,6 +61,23 @@ def test_forecast_is_a_dataset_like_the_training_data(wave_model):
     np.testing.assert_allclose(forecast["h"].values, expected.numpy(), rtol=1e-6)
 
 
+def test_forecast_times_equal_the_training_times_exactly():
+    """Times like 0.7 + 0.1 k are not t0 + k dt to the last bit; the forecast must carry the
+    stored training times so that it aligns with the data by value (and ``t0 + k dt``
+    beyond the training span)."""
+    dataset = wave_dataset()
+    times = 0.7 + 0.1 * np.arange(dataset.sizes["time"])
+    assert not np.array_equal(times[0] + np.arange(len(times)) * (times[1] - times[0]), times)
+    dataset = dataset.assign_coords(time=("time", times, dataset["time"].attrs))
+    model = fit(dataset, parameters=["c", "x0"], seed=0, **FAST)
+    forecast = model.forecast({"c": dataset["c"].values, "x0": dataset["x0"].values})
+    np.testing.assert_array_equal(forecast["time"].values, times)
+    xl.metrics.relative_rmse(forecast, dataset)       # aligns by time value: no DataError
+    with pytest.warns(ExtrapolationWarning):
+        later = model.forecast({"c": 0.3, "x0": 0.2}, times=[times[-1], times[-1] + 0.1])
+    np.testing.assert_allclose(later["time"].values, [times[-1], times[-1] + 0.1], rtol=1e-12)
+
+
 def test_forecast_converts_parameter_units_and_decodes_anywhere(wave_model):
     train = wave_dataset()
     c, x0 = float(train["c"][0]), float(train["x0"][0])

@@ -450,7 +450,11 @@ def forecast(model: LatentModel, parameters: Any, times: Any = None, coords: Any
     values = np.concatenate(chunks).astype(np.float64)
     time_name = meta.time_attrs.get("name", TIME_DIM)
     time_attrs = {key: value for key, value in meta.time_attrs.items() if key != "name"}
-    time_values = meta.times[0] + frames * model.dt
+    # the training frames keep their stored times (t0 + k dt may differ in the last bit)
+    training_times = np.asarray(meta.times, dtype=np.float64)
+    inside = frames < len(training_times)
+    time_values = np.where(inside, training_times[np.minimum(frames, len(training_times) - 1)],
+                           meta.times[0] + frames * model.dt)
     coordinates: dict[str, Any] = {RUN_DIM: (RUN_DIM, np.arange(len(matrix))),
                                    time_name: (time_name, time_values, time_attrs)}
     if points is None and meta.grid_shape is not None:
