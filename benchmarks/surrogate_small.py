@@ -11,7 +11,8 @@ after 2,000 GPU epochs of a 10 x 300 network; this is a CPU-sized run of the sma
 
 Usage::
 
-    python benchmarks/surrogate_small.py [--case tsunami] [--train-runs 60] [--test-runs 20]
+    python benchmarks/surrogate_small.py [--case tsunami] [--train-runs 60] [--train-seed 1]
+        [--test-runs 20]
         [--steps N] [--finetune-steps N] [--variants improved,original] [--threads 1]
         [--stations 100] [--set activation='"tanh"' --set latent_modulation=true ...]
         [--train-error] [--out benchmarks/results] [--name surrogate_small]
@@ -94,6 +95,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--case", default="tsunami", choices=CASES)
     parser.add_argument("--train-runs", type=int, default=60)
+    parser.add_argument("--train-seed", type=int, default=1,
+                        help="seed of the training runs (the test runs use seed 2)")
     parser.add_argument("--test-runs", type=int, default=20)
     parser.add_argument("--steps", type=int, default=None,
                         help="stage-1 steps (default: the small preset's)")
@@ -121,7 +124,7 @@ def main() -> None:
     began = time.perf_counter()
     stem = args.name or ("surrogate_small" if args.case == "tsunami"
                          else f"surrogate_small_{args.case}")
-    train = xl.simulate(args.case, preset="small", runs=args.train_runs, seed=1)
+    train = xl.simulate(args.case, preset="small", runs=args.train_runs, seed=args.train_seed)
     test = xl.simulate(args.case, preset="small", runs=args.test_runs, seed=2)
     simulate_seconds = time.perf_counter() - began
     full_model = xl.simulator(args.case, preset="small")
