@@ -261,8 +261,7 @@ class LDNet(nn.Module):
     def initial_latent(self, parameters: torch.Tensor) -> torch.Tensor:
         """s_0 for normalised parameters ``(..., n_parameters)``: ``dt F(0, u)`` (improved)
         or 0 (original)."""
-        zero = parameters.new_zeros((*parameters.shape[:-1], self.latent_dim))
-        return zero if self.original else self.step(zero, parameters)
+        return self.unroll(parameters, 1)[..., 0, :]
 
     def step(self, latent: torch.Tensor, parameters: torch.Tensor) -> torch.Tensor:
         """One forward-Euler step ``s + (dt / dt_ref) F(s, u)``."""
