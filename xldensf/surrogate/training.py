@@ -476,14 +476,14 @@ def fit_tensors(
                 total += float(torch.mean((prediction[0] - target) ** 2))
         return total / max(len(valid_runs), 1)
 
-    def rolled_out(batch_runs: torch.Tensor) -> torch.Tensor:
-        return ldnet.unroll(data_parameters[batch_runs], n_times)
+    def rolled_out(batch_runs: torch.Tensor, n_steps: int = n_times) -> torch.Tensor:
+        return ldnet.unroll(data_parameters[batch_runs], n_steps)
 
     def rollout_loss(gen: torch.Generator) -> torch.Tensor:
         batch_runs = sample_runs(config.runs_per_batch, gen)
         batch_frames = sample_frames(len(batch_runs), gen)
         # the rollout stops at the last frame fitted in this step
-        latents = ldnet.unroll(data_parameters[batch_runs], int(batch_frames.max()) + 1)
+        latents = rolled_out(batch_runs, int(batch_frames.max()) + 1)
         return field_loss(latents, batch_runs, batch_frames, gen)
 
     def frozen_loss(gen: torch.Generator) -> torch.Tensor:
