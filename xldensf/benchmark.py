@@ -52,7 +52,7 @@ import xarray as xr
 
 from ._version import __version__
 from .errors import ConfigurationError, XLDEnSFError, check_name, expected_found
-from .io import atomic_path
+from .io import atomic_path, json_safe
 from .metrics import parameter_error, relative_rmse, spatial_anomaly, spread_skill_ratio
 from .options import resolve_seed
 from .simulators import Simulator, simulate, simulator
@@ -507,21 +507,10 @@ def run_benchmark(case: str = "tsunami", *, quick: bool = True, truths: int | No
     if output_dir is not None:
         stem = output_dir / f"ldensf_{case}_{setting.name}"
         with atomic_path(stem.with_suffix(".json")) as temporary:
-            Path(temporary).write_text(json.dumps(_json_ready(results), indent=1))
+            Path(temporary).write_text(json.dumps(json_safe(results, strict=True), indent=1))
         with atomic_path(stem.with_suffix(".md")) as temporary:
             Path(temporary).write_text(markdown_report(results))
     return results
-
-
-def _json_ready(value: Any) -> Any:
-    """NaN and infinities to ``None`` (strict JSON), recursively."""
-    if isinstance(value, dict):
-        return {str(key): _json_ready(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_ready(item) for item in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 def _frames(n_frames: int, count: int = 5) -> list[int]:

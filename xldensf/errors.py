@@ -15,7 +15,13 @@ UnknownNameError
 
 from __future__ import annotations
 
+import inspect
+import os
+import warnings
 from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
 
 __all__ = [
     "XLDEnSFError",
@@ -24,7 +30,13 @@ __all__ = [
     "ConfigurationError",
     "DataError",
     "UnitsError",
+    "FilterDivergenceError",
+    "ExtrapolationWarning",
     "expected_found",
+    "check_name",
+    "check_names",
+    "check_positive_int",
+    "warn",
 ]
 
 
@@ -53,6 +65,14 @@ class DataError(XLDEnSFError, ValueError):
 
 class UnitsError(XLDEnSFError, ValueError):
     """Units that are missing or cannot be converted."""
+
+
+class ExtrapolationWarning(UserWarning):
+    """A forecast outside the parameter range or time span the surrogate was trained on."""
+
+
+class FilterDivergenceError(XLDEnSFError, RuntimeError):
+    """The filter diverged (NaN/Inf or runaway growth) at a named cycle."""
 
 
 def expected_found(what: str, expected: object, found: object) -> str:
@@ -91,3 +111,73 @@ def check_name(what: str, name: str, valid: Iterable[str]) -> str:
     if name not in valid:
         raise UnknownNameError(expected_found(what, valid, name))
     return name
+
+
+def check_names(what: str, names: Iterable[str], valid: Iterable[str]) -> list[str]:
+    """Return ``names`` as a list if each is in ``valid``; raise :class:`UnknownNameError`
+    naming the first that is not (the one unknown-field check of the package).
+
+    Examples
+    --------
+    >>> check_names("variable", ["u", "v"], ["u", "v", "eta"])
+    ['u', 'v']
+    >>> check_names("variable", ["u", "w"], ["u", "v"])
+    Traceback (most recent call last):
+    ...
+    xldensf.errors.UnknownNameError: variable: expected one of ['u', 'v'], found 'w'
+    """
+    valid = list(valid)
+    names = list(names)
+    for name in names:
+        check_name(what, name, valid)
+    return names
+
+
+def check_positive_int(what: str, value: Any) -> int:
+    """Return ``value`` as an ``int`` if it is a positive integer (not a bool); raise
+    :class:`ParameterError` otherwise.
+
+    Examples
+    --------
+    >>> check_positive_int("members", 20)
+    20
+    >>> check_positive_int("members", 0)
+    Traceback (most recent call last):
+    ...
+    xldensf.errors.ParameterError: members: expected a positive integer, found 0
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or int(value) < 1:
+        raise ParameterError(expected_found(what, "a positive integer", value))
+    return int(value)
+
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def _user_stacklevel() -> int:
+    """Stack level of the first frame outside the xldensf package (as cf-xarray finds it)."""
+    frame = inspect.currentframe()
+    level = 0
+    while frame is not None:
+        filename = os.path.abspath(frame.f_code.co_filename)
+        if not filename.startswith(_PACKAGE_DIR + os.sep):
+            break
+        frame = frame.f_back
+        level += 1
+    return max(level, 1)
+
+
+def warn(message: str, category: type[Warning] = UserWarning) -> None:
+    """Emit ``message`` as a warning attributed to the user's line (the first frame outside
+    xldensf), so that it shows once per call site and points at the user's code.
+
+    Examples
+    --------
+    >>> import warnings
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     warn("careful")
+    >>> str(caught[0].message)
+    'careful'
+    """
+    warnings.warn(message, category, stacklevel=_user_stacklevel())

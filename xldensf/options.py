@@ -14,10 +14,14 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+import torch
 
-from .errors import UnknownNameError, XLDEnSFError, expected_found
+from .errors import ConfigurationError, UnknownNameError, XLDEnSFError, expected_found
 
-__all__ = ["set_options", "get_options", "resolve_seed"]
+__all__ = [
+    "set_options", "get_options", "progress_enabled", "resolve_seed", "resolve_device",
+    "resolve_dtype",
+]
 
 _OPTIONS: dict[str, Any] = {"progress": True}
 _VALIDATORS: dict[str, Callable[[Any], bool]] = {"progress": lambda value: isinstance(value, bool)}
@@ -72,3 +76,44 @@ def resolve_seed(seed: int | None) -> int:
     if seed is None:
         return int(np.random.SeedSequence().entropy % (2**31 - 1))
     return int(seed)
+
+
+_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def resolve_dtype(dtype: torch.dtype | str) -> torch.dtype:
+    """Return a floating torch dtype from a dtype or its name; float32 and float64 only.
+
+    Examples
+    --------
+    >>> resolve_dtype("float32")
+    torch.float32
+    """
+    if isinstance(dtype, str) and dtype in _DTYPES:
+        return _DTYPES[dtype]
+    if dtype in (torch.float32, torch.float64):
+        return dtype  # type: ignore[return-value]
+    raise ConfigurationError(expected_found("dtype", ["float32", "float64"], dtype))
+
+
+def resolve_device(device: torch.device | str | None) -> torch.device:
+    """Return a usable torch device; ``None`` means CPU.
+
+    Examples
+    --------
+    >>> resolve_device(None)
+    device(type='cpu')
+    """
+    if device is None:
+        return torch.device("cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ConfigurationError(
+            expected_found("device", "'cpu', 'cuda', 'cuda:N' or a torch.device", device)
+        ) from err
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigurationError(
+            expected_found("device", "'cpu' (no CUDA device is available here)", str(device))
+        )
+    return resolved

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
-from ..errors import DataError, XLDEnSFError, expected_found
+from ..errors import DataError, FilterDivergenceError, expected_found
 from ..options import progress_enabled
 from .base import EnsembleFilter, OperatorLike
 
@@ -26,10 +26,6 @@ __all__ = ["cycle", "CyclingResult", "FilterDivergenceError"]
 logger = logging.getLogger(__name__)
 
 Advance = Callable[[torch.Tensor, float, float], torch.Tensor]
-
-
-class FilterDivergenceError(XLDEnSFError, RuntimeError):
-    """The filter diverged (NaN/Inf or runaway growth) at a named cycle."""
 
 
 @dataclass

@@ -36,49 +36,9 @@ import torch
 from tqdm.auto import tqdm
 
 from ..errors import ConfigurationError, ParameterError, expected_found
-from ..options import progress_enabled
+from ..options import progress_enabled, resolve_device, resolve_dtype
 
-__all__ = ["ParameterSpec", "CoordinateSpec", "Simulator", "resolve_dtype", "resolve_device"]
-
-_DTYPES = {"float32": torch.float32, "float64": torch.float64}
-
-
-def resolve_dtype(dtype: torch.dtype | str) -> torch.dtype:
-    """Return a floating torch dtype from a dtype or its name; float32 and float64 only.
-
-    Examples
-    --------
-    >>> resolve_dtype("float32")
-    torch.float32
-    """
-    if isinstance(dtype, str) and dtype in _DTYPES:
-        return _DTYPES[dtype]
-    if dtype in (torch.float32, torch.float64):
-        return dtype  # type: ignore[return-value]
-    raise ConfigurationError(expected_found("dtype", ["float32", "float64"], dtype))
-
-
-def resolve_device(device: torch.device | str | None) -> torch.device:
-    """Return a usable torch device; ``None`` means CPU.
-
-    Examples
-    --------
-    >>> resolve_device(None)
-    device(type='cpu')
-    """
-    if device is None:
-        return torch.device("cpu")
-    try:
-        resolved = torch.device(device)
-    except (RuntimeError, TypeError) as err:
-        raise ConfigurationError(
-            expected_found("device", "'cpu', 'cuda', 'cuda:N' or a torch.device", device)
-        ) from err
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigurationError(
-            expected_found("device", "'cpu' (no CUDA device is available here)", str(device))
-        )
-    return resolved
+__all__ = ["ParameterSpec", "CoordinateSpec", "Simulator"]
 
 
 @dataclass(frozen=True)

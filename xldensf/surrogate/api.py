@@ -34,11 +34,13 @@ from ..conventions import RUN_DIM, TIME_DIM, convert_values
 from ..errors import (
     ConfigurationError,
     DataError,
+    ExtrapolationWarning,
     ParameterError,
     UnitsError,
     check_name,
     expected_found,
 )
+from ..io import json_safe
 from ..options import resolve_seed
 from .config import PAPER_SIZES, EncoderConfig, LDNetConfig
 from .latent_model import LatentModel, SurrogateMetadata
@@ -53,25 +55,9 @@ FAR_OUTSIDE_FRACTION = 0.5
 _FORECAST_CHUNK = 8
 
 
-class ExtrapolationWarning(UserWarning):
-    """A forecast outside the parameter range or time span the surrogate was trained on."""
-
-
 # ---------------------------------------------------------------------- helpers
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(item) for item in value]
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    return str(value)
-
-
 def _json_attrs(attrs: Mapping[str, Any]) -> dict[str, Any]:
-    return {str(key): _json_safe(value) for key, value in attrs.items()}
+    return {str(key): json_safe(value) for key, value in attrs.items()}
 
 
 def _time_dim(dataset: xr.Dataset) -> str:

@@ -172,7 +172,7 @@ def load_model(path: str | os.PathLike, device: torch.device | str | None = None
     DataError
         Missing, truncated, corrupt, foreign or incompatible file.
     """
-    from ..simulators.base import resolve_device
+    from ..options import resolve_device
     from .latent_model import LatentModel, SurrogateMetadata
 
     tensors, header = read_safetensors(path, "model file")

@@ -55,8 +55,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..errors import ConfigurationError, DataError, expected_found
-from ..options import progress_enabled
-from ..simulators.base import resolve_device
+from ..options import progress_enabled, resolve_device
 from .checkpoint import load_training_state, save_training_state
 from .config import EncoderConfig, LDNetConfig
 from .latent_model import LatentModel, SurrogateMetadata
