@@ -118,6 +118,94 @@ class ObservationOperator:
             return torch.sparse.mm(matrix, flat.T).T.reshape(batch, members, -1)
         return ensemble @ matrix.transpose(-1, -2)
 
+    def __call__(self, state: torch.Tensor) -> torch.Tensor:
+        """Observe ``(rows, n_state)`` states -> ``(rows, n_obs)``."""
+        return self.apply(state[None])[0]
+
+    def jacobian(self, point: torch.Tensor) -> torch.Tensor:
+        """Dense Jacobian ``(n_obs, n_state)`` at ``point`` ``(n_state,)`` (the matrix itself
+        for a linear operator; autograd through the function otherwise).
+
+        Examples
+        --------
+        >>> ObservationOperator.wrap(lambda x: x[:, :1] ** 2).jacobian(torch.tensor([3.0, 1.0]))
+        tensor([[6., 0.]])
+        """
+        if self.is_linear:
+            matrix = self.matrix.to_dense() if self.is_sparse else self.matrix
+            return matrix.to(point)
+        with torch.enable_grad():
+            return torch.autograd.functional.jacobian(lambda x: self(x[None])[0], point,
+                                                      vectorize=True)
+
+    def precision_diagonal(self, point: torch.Tensor, inverse_std: torch.Tensor) -> torch.Tensor:
+        """``diag(J^T R^-1 J)`` ``(n_state,)`` at ``point``: the observation precision each state
+        component receives (``inverse_std`` ``(n_obs,)``, 0 where missing).
+
+        Examples
+        --------
+        >>> operator = ObservationOperator.wrap(torch.tensor([[1.0, 0.0], [1.0, 0.0]]))
+        >>> operator.precision_diagonal(torch.zeros(2), torch.tensor([2.0, 1.0]))
+        tensor([5., 0.])
+        """
+        inverse_std = inverse_std.to(point)
+        if self.is_sparse:
+            matrix = self.matrix.to(point).coalesce()
+            rows, columns = matrix.indices()
+            weighted = (matrix.values() * inverse_std[rows]).square()
+            return torch.zeros(matrix.shape[1], dtype=point.dtype,
+                               device=point.device).index_add_(0, columns, weighted)
+        return (self.jacobian(point) * inverse_std[:, None]).square().sum(dim=0)
+
+    def standardized(self, scale: torch.Tensor, shift: torch.Tensor
+                     ) -> tuple[ObservationOperator, torch.Tensor | float]:
+        """The same observation problem on ``z = (x - shift) / scale``.
+
+        Returns the operator acting on ``z`` and the offset to subtract from the
+        observations: ``H(z scale + shift) = H_z(z) + offset``. A matrix stays a matrix
+        (columns scaled, ``offset = H shift``); a function is composed (``offset = 0``).
+
+        Examples
+        --------
+        >>> operator = ObservationOperator.wrap(torch.tensor([[2.0, 0.0]]))
+        >>> z_operator, offset = operator.standardized(torch.tensor([3.0, 1.0]),
+        ...                                            torch.tensor([1.0, 0.0]))
+        >>> z_operator.matrix, offset
+        (tensor([[6., 0.]]), tensor([2.]))
+        """
+        if self.is_sparse:
+            matrix = self.matrix.to(scale)
+            indices = matrix.indices()
+            scaled = torch.sparse_coo_tensor(indices, matrix.values() * scale[indices[1]],
+                                             matrix.shape, check_invariants=False).coalesce()
+            offset = torch.sparse.mm(matrix, shift[:, None].to(scale))[:, 0]
+            return ObservationOperator(matrix=scaled), offset
+        if self.is_linear:
+            matrix = self.matrix.to(scale)
+            return ObservationOperator(matrix=matrix * scale), matrix @ shift
+        function = self.function
+
+        def on_standardized(z: torch.Tensor) -> torch.Tensor:
+            return function(z * scale + shift)
+
+        return ObservationOperator(function=on_standardized), 0.0
+
+    def linearized(self, point: torch.Tensor) -> tuple[ObservationOperator, torch.Tensor]:
+        """The tangent at ``point``: ``H(x) ~ J x + offset`` with ``offset = H(point) - J point``.
+
+        Examples
+        --------
+        >>> tangent, offset = ObservationOperator.wrap(lambda x: x ** 2).linearized(
+        ...     torch.tensor([1.0]))
+        >>> tangent.matrix, offset
+        (tensor([[2.]]), tensor([-1.]))
+        """
+        jacobian = self.jacobian(point)
+        return ObservationOperator(matrix=jacobian), self(point[None])[0] - jacobian @ point
+
+    def release(self) -> None:
+        """Free caches held for the last analysis (a no-op unless a subclass keeps any)."""
+
     def log_likelihood_gradient(self, state: torch.Tensor, observations: torch.Tensor,
                                 inverse_std: torch.Tensor) -> torch.Tensor:
         """Gradient of the Gaussian log-likelihood ``J^T R^-1 (y - H(z))`` at ``state``.
