@@ -21,7 +21,7 @@ from xldensf.surrogate import (
     SurrogateMetadata,
     load_model,
 )
-from xldensf.surrogate.checkpoint import FORMAT_VERSION
+from xldensf.surrogate.model import FORMAT_VERSION
 
 TINY = LDNetConfig.small().replace(latent_dim=3, dynamics_width=8, reconstruction_width=12,
                                    reconstruction_depth=3, fourier_features=4)

@@ -58,7 +58,8 @@ from ..errors import ConfigurationError, DataError, expected_found
 from ..options import progress_enabled, resolve_device
 from .checkpoint import load_training_state, save_training_state
 from .config import EncoderConfig, LDNetConfig
-from .latent_model import LatentModel, SurrogateMetadata
+from .metadata import SurrogateMetadata
+from .model import LatentModel
 from .normalization import AffineNormalizer
 
 __all__ = ["fit_tensors", "cosine_learning_rate", "split_runs", "PHASES"]
