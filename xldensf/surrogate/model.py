@@ -17,6 +17,17 @@ Parameters ``u`` are always *normalised* (training range mapped to [-1, 1]); use
 :meth:`LatentModel.normalize_parameters` to convert physical values. Fields and coordinates
 are in the units of the training data.
 
+The model file
+    :meth:`LatentModel.save` (or :func:`save_model`) writes ONE file in the `safetensors
+    <https://huggingface.co/docs/safetensors>`_ format (any file name; ``.ldensf`` or
+    ``.safetensors`` are customary): the weights and normalisation buffers as tensors, and
+    in the header's ``__metadata__`` the JSON strings ``config``, ``encoder_config``,
+    ``metadata`` (variables with units, coordinates, times, parameter names and ranges,
+    stations), ``seed``, the format name ``xldensf-latent-model`` and version, and the
+    xldensf and torch versions. :meth:`LatentModel.from_file` (or :func:`load_model`)
+    never unpickles: a missing, truncated, corrupt, foreign or incompatible file raises
+    :class:`~xldensf.errors.DataError`. Writes are atomic (see :mod:`xldensf.io`).
+
 Examples
 --------
 >>> import torch
@@ -30,18 +41,6 @@ Examples
 torch.Size([2, 5, 2, 30])
 >>> model.decode(model.advance(s[:, 0], u)).shape
 torch.Size([2, 2, 30])
-
-Model file
-    :meth:`LatentModel.save` (or :func:`save_model`) writes ONE file in the `safetensors
-    <https://huggingface.co/docs/safetensors>`_ format (any file name; ``.ldensf`` or
-    ``.safetensors`` are customary): the weights and normalisation buffers as tensors, and
-    in the header's ``__metadata__`` the JSON strings ``config``, ``encoder_config``,
-    ``metadata`` (variables with units, coordinates, times, parameter names and ranges,
-    stations), ``seed``, the format name ``xldensf-latent-model`` and version, and the
-    xldensf and torch versions. :meth:`LatentModel.from_file` (or :func:`load_model`)
-    never unpickles: a missing, truncated, corrupt, foreign or incompatible file raises
-    :class:`~xldensf.errors.DataError`. Writes are atomic (see :mod:`xldensf.io`).
-
 >>> import tempfile
 >>> from pathlib import Path
 >>> path = Path(tempfile.mkdtemp()) / "model.ldensf"

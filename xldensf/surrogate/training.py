@@ -373,6 +373,9 @@ def fit_tensors(
         On ``device``, in evaluation mode; ``model.metadata.attrs["xldensf_training"]``
         records the steps and losses of each phase.
     """
+    # Long on purpose: the samplers and losses below are closures over this call's
+    # normalised training tensors, shared by the phases; keeping them together keeps the
+    # order of the random draws (and so the bitwise-reproducible result) in one place.
     config = config or LDNetConfig.small()
     fields, coords, times, parameters, stations = _check_inputs(fields, coords, times,
                                                                 parameters, stations)
