@@ -11,7 +11,7 @@ import xarray as xr
 from test_surrogate_api import wave_dataset
 
 import xldensf as xl
-import xldensf.surrogate.latent_model as latent_model_module
+import xldensf.surrogate.decoder as latent_model_module
 from xldensf.errors import ConfigurationError
 from xldensf.filters.cycling import FilterDivergenceError
 from xldensf.latent_assimilation import (

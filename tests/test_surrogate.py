@@ -21,7 +21,7 @@ from xldensf.surrogate import (
     SurrogateMetadata,
     load_model,
 )
-from xldensf.surrogate.checkpoint import FORMAT_VERSION
+from xldensf.surrogate.model import FORMAT_VERSION
 
 TINY = LDNetConfig.small().replace(latent_dim=3, dynamics_width=8, reconstruction_width=12,
                                    reconstruction_depth=3, fourier_features=4)
@@ -339,6 +339,42 @@ def test_failed_write_keeps_the_previous_file(tmp_path, monkeypatch):
         make_model(seed=2).save(path)
     assert path.read_bytes() == before
     assert sorted(os.listdir(tmp_path)) == ["model.ldensf"]
+
+
+SHIPPED_MODEL = os.path.join(os.path.dirname(xl.__file__), "data", "models",
+                             "tsunami_small.ldensf")
+
+
+def test_shipped_model_reads_and_rewrites_in_the_same_format(tmp_path):
+    model = LatentModel.from_file(SHIPPED_MODEL)
+    assert isinstance(model, LatentModel) and not model.training
+    # values recorded with the layout before the surrogate package split (same machine:
+    # equal to the last bit; here a tolerance for other CPUs / BLAS builds)
+    with torch.no_grad():
+        latent = model.unroll(torch.zeros(1, 2), 3)[0, 2, :4]
+    expected = [-0.6489944458007812, 0.725078821182251, 0.6562266945838928,
+                0.44142019748687744]
+    np.testing.assert_allclose(latent.numpy(), expected, rtol=1e-5)
+    result = model.forecast({"x0": -2e5, "y0": -2e5}, times=[model.metadata.times[10]])
+    np.testing.assert_allclose(
+        result["eta"].values[0, 0, 20:23, 30],
+        [-0.09845077991485596, -0.09829691052436829, -0.09751670062541962], rtol=1e-4)
+    path = tmp_path / "again.ldensf"
+    model.save(path)
+    original = safetensors.torch.load_file(SHIPPED_MODEL)
+    rewritten = safetensors.torch.load_file(path)
+    assert sorted(original) == sorted(rewritten)
+    assert all(torch.equal(original[key], rewritten[key]) for key in original)
+    with safetensors.safe_open(SHIPPED_MODEL, "pt") as old, safetensors.safe_open(path,
+                                                                                  "pt") as new:
+        old_header, new_header = old.metadata(), new.metadata()
+    versions = ("xldensf_version", "torch_version")
+    assert {key: value for key, value in old_header.items() if key not in versions} == \
+        {key: value for key, value in new_header.items() if key not in versions}
+    loaded = load_model(path)
+    with torch.no_grad():
+        assert torch.equal(loaded.decode(loaded.unroll(torch.zeros(2, 2))),
+                           model.decode(model.unroll(torch.zeros(2, 2))))
 
 
 def test_load_on_requested_device_and_numpy_inputs(tmp_path):

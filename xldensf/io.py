@@ -1,4 +1,13 @@
-"""Files: atomic writes of Datasets (never a half-written file).
+"""Files: atomic writes (never a half-written file), the safetensors container, JSON.
+
+- :func:`atomic_path`, :func:`atomic_write_bytes`, :func:`write_netcdf`: every write goes
+  to a temporary file in the target directory and is then moved over the target with
+  :func:`os.replace`, so a file is either the old or the new one.
+- :func:`write_safetensors`, :func:`read_safetensors`, :func:`check_format`,
+  :func:`metadata_json`: the generic container of model files and training checkpoints
+  (`safetensors <https://huggingface.co/docs/safetensors>`_ tensors plus string metadata in
+  the header, with a format name and version; never pickle).
+- :func:`json_safe`: the one JSON sanitiser.
 
 Examples
 --------
@@ -12,19 +21,27 @@ True
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
+import struct
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import safetensors.torch
+import torch
 import xarray as xr
 
 from .errors import DataError, expected_found
 
-__all__ = ["atomic_path", "write_netcdf", "json_safe"]
+__all__ = ["atomic_path", "atomic_write_bytes", "write_netcdf", "write_safetensors",
+           "read_safetensors", "check_format", "metadata_json", "json_safe"]
+
+#: Largest safetensors header accepted (guards against reading garbage lengths).
+MAX_HEADER_BYTES = 100_000_000
 
 
 @contextlib.contextmanager
@@ -66,6 +83,164 @@ def write_netcdf(dataset: xr.Dataset, path: str | os.PathLike[str]) -> Path:
     with atomic_path(path) as temporary:
         dataset.to_netcdf(temporary, engine="netcdf4")
     return Path(path)
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (temporary file in the same directory, fsync,
+    :func:`os.replace`); the directory is created if missing.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> target = Path(tempfile.mkdtemp()) / "x.bin"
+    >>> atomic_write_bytes(target, b"abc"); target.read_bytes()
+    b'abc'
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as temporary, open(temporary, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def write_safetensors(path: str | os.PathLike[str], tensors: dict[str, torch.Tensor],
+                      metadata: dict[str, str]) -> None:
+    """Write ``tensors`` and the string ``metadata`` (the header's ``__metadata__``) to one
+    safetensors file, atomically.
+
+    Parameters
+    ----------
+    path
+        Target file (overwritten atomically; its directory is created if missing).
+    tensors
+        Contiguous CPU tensors by name.
+    metadata
+        String values by key; by convention ``format`` and ``format_version`` name the
+        file's format (see :func:`check_format`), structured values are JSON strings.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> path = Path(tempfile.mkdtemp()) / "x.safetensors"
+    >>> write_safetensors(path, {"a": torch.arange(3.0)},
+    ...                   {"format": "demo", "format_version": "1"})
+    >>> tensors, header = read_safetensors(path, "demo file")
+    >>> tensors["a"].tolist(), header["format"]
+    ([0.0, 1.0, 2.0], 'demo')
+    """
+    atomic_write_bytes(path, safetensors.torch.save(tensors, metadata))
+
+
+def read_safetensors(path: str | os.PathLike[str],
+                     what: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Tensors and ``__metadata__`` of a safetensors file (never unpickles).
+
+    Parameters
+    ----------
+    path
+        The file.
+    what
+        What the file is, for error messages (e.g. ``"model file"``).
+
+    Returns
+    -------
+    (tensors, metadata)
+        CPU tensors by name and the header's string metadata (empty if none).
+
+    Raises
+    ------
+    DataError
+        The file is missing, unreadable, truncated or not a valid safetensors file (the
+        header size is checked before the header is parsed).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> path = Path(tempfile.mkdtemp()) / "bad.safetensors"
+    >>> _ = path.write_bytes(b"not a safetensors file")
+    >>> read_safetensors(path, "model file")
+    Traceback (most recent call last):
+    ...
+    xldensf.errors.DataError: model file: expected a safetensors file, found ...
+    """
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise DataError(expected_found(what, "a readable file", str(path))) from err
+    found = f"{path} ({len(data)} bytes) is not a valid safetensors file"
+    if len(data) < 8:
+        raise DataError(expected_found(what, "a safetensors file", found))
+    (header_length,) = struct.unpack("<Q", data[:8])
+    if header_length > min(MAX_HEADER_BYTES, len(data) - 8):
+        raise DataError(expected_found(what, "a safetensors file", found))
+    try:
+        header = json.loads(data[8 : 8 + header_length])
+        tensors = safetensors.torch.load(data)
+    except Exception as err:  # safetensors and json raise several unrelated types
+        raise DataError(expected_found(what, "a safetensors file", found)) from err
+    metadata = (header.get("__metadata__") or {}) if isinstance(header, dict) else {}
+    return tensors, metadata
+
+
+def check_format(metadata: dict[str, str], name: str, version: int,
+                 path: str | os.PathLike[str]) -> None:
+    """Check the ``format`` name and ``format_version`` of a file's metadata.
+
+    Parameters
+    ----------
+    metadata
+        The string metadata of :func:`read_safetensors`.
+    name
+        The expected format name.
+    version
+        The newest version this xldensf reads (older versions are accepted).
+    path
+        The file, for error messages.
+
+    Raises
+    ------
+    DataError
+        Another (or no) format name, or a newer or malformed version.
+
+    Examples
+    --------
+    >>> check_format({"format": "demo", "format_version": "1"}, "demo", 1, "x.bin")
+    >>> check_format({"format": "demo", "format_version": "2"}, "demo", 1, "x.bin")
+    Traceback (most recent call last):
+    ...
+    xldensf.errors.DataError: format version of x.bin: expected <= 1 (upgrade xldensf ...
+    """
+    if metadata.get("format") != name:
+        raise DataError(expected_found(f"format of {path}", repr(name),
+                                       metadata.get("format", "no xldensf format tag")))
+    found = metadata.get("format_version", "")
+    if not found.isdigit() or int(found) > version:
+        raise DataError(
+            expected_found(f"format version of {path}",
+                           f"<= {version} (upgrade xldensf to read newer files)", found)
+        )
+
+
+def metadata_json(metadata: dict[str, str], key: str, path: str | os.PathLike[str]) -> Any:
+    """The JSON value stored as the string ``metadata[key]`` of a file.
+
+    Raises
+    ------
+    DataError
+        The key is missing or its value is not valid JSON.
+
+    Examples
+    --------
+    >>> metadata_json({"config": '{"width": 8}'}, "config", "x.bin")
+    {'width': 8}
+    """
+    try:
+        return json.loads(metadata[key])
+    except (KeyError, json.JSONDecodeError) as err:
+        raise DataError(expected_found(f"metadata {key!r} of {path}", "a JSON string",
+                                       metadata.get(key))) from err
 
 
 def json_safe(value: Any, *, strict: bool = False) -> Any:

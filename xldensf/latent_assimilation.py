@@ -70,7 +70,7 @@ from .filters.base import ObservationOperator
 from .observations import GridGeometry
 from .options import resolve_seed
 from .surrogate import LatentModel
-from .surrogate.api import _forecast_points, _frame_indices
+from .surrogate.dataset import forecast_points, frame_indices
 
 __all__ = [
     "default_likelihood",
@@ -631,7 +631,7 @@ def assimilate_latent(
                         for name in meta.variables},
         geometry=geometry, time_units=meta.time_attrs.get("units", "1"))
     likelihood = likelihood or default_likelihood(model, problem, geometry, linearize)
-    frames = _frame_indices(model, problem.times, stacklevel=3)
+    frames = frame_indices(model, problem.times, stacklevel=3)
     if (np.diff(frames) < 1).any():
         raise DataError(expected_found("observation times", "one per latent step (distinct)",
                                        problem.times.tolist()[:5]))
@@ -737,7 +737,7 @@ def latent_ensemble_dataset(model: LatentModel, problem: Any,
             coordinates[name] = (name, np.asarray(meta.grid_values[name]),
                                  meta.coordinate_attrs.get(name, {}))
     else:
-        points, point_dim = _forecast_points(model, coords)
+        points, point_dim = forecast_points(model, coords)
         space_dims = [point_dim]
         for index, name in enumerate(meta.coordinate_names):
             coordinates[name] = (point_dim, points[:, index], meta.coordinate_attrs.get(name,

@@ -1,17 +1,21 @@
 """The latent surrogate of LD-EnSF: LDNet (latent dynamics F + mesh-free reconstruction R)
 with a history-aware LSTM observation encoder.
 
-Layers: networks and encoder (:mod:`.networks`, :mod:`.encoder`), the model object
-(:class:`LatentModel`, tensors in and out), tensor-level training (:func:`fit_tensors`),
-files (:func:`load_model`, ``model.save``), and the xarray wrapper (:func:`fit`,
-``model.forecast``).
+Layers: networks and encoder (:mod:`.networks`, :mod:`.encoder`), the fast decoder at
+points (:mod:`.decoder`), the model object (:class:`LatentModel` in :mod:`.model`, tensors
+in and out, with its file format: ``model.save``, :func:`load_model`), tensor-level
+training (:func:`fit_tensors`, resumable via :mod:`.checkpoint`), and the xarray wrappers
+(:func:`fit` in :mod:`.fit`, :func:`forecast` / ``model.forecast`` in :mod:`.dataset`).
 """
 
-from .api import ExtrapolationWarning, fit, forecast
-from .checkpoint import load_model, save_model
+from ..errors import ExtrapolationWarning
 from .config import EncoderConfig, LDNetConfig
+from .dataset import forecast
+from .decoder import DecoderAtPoints
 from .encoder import ObservationEncoder
-from .latent_model import LatentModel, SurrogateMetadata
+from .fit import fit
+from .metadata import SurrogateMetadata
+from .model import LatentModel, load_model, save_model
 from .networks import LDNet
 from .normalization import AffineNormalizer
 from .training import fit_tensors
@@ -19,6 +23,7 @@ from .training import fit_tensors
 __all__ = [
     "LatentModel",
     "SurrogateMetadata",
+    "DecoderAtPoints",
     "LDNetConfig",
     "EncoderConfig",
     "LDNet",

@@ -58,7 +58,8 @@ from ..errors import ConfigurationError, DataError, expected_found
 from ..options import progress_enabled, resolve_device
 from .checkpoint import load_training_state, save_training_state
 from .config import EncoderConfig, LDNetConfig
-from .latent_model import LatentModel, SurrogateMetadata
+from .metadata import SurrogateMetadata
+from .model import LatentModel
 from .normalization import AffineNormalizer
 
 __all__ = ["fit_tensors", "cosine_learning_rate", "split_runs", "PHASES"]
@@ -372,6 +373,9 @@ def fit_tensors(
         On ``device``, in evaluation mode; ``model.metadata.attrs["xldensf_training"]``
         records the steps and losses of each phase.
     """
+    # Long on purpose: the samplers and losses below are closures over this call's
+    # normalised training tensors, shared by the phases; keeping them together keeps the
+    # order of the random draws (and so the bitwise-reproducible result) in one place.
     config = config or LDNetConfig.small()
     fields, coords, times, parameters, stations = _check_inputs(fields, coords, times,
                                                                 parameters, stations)

@@ -17,6 +17,17 @@ Parameters ``u`` are always *normalised* (training range mapped to [-1, 1]); use
 :meth:`LatentModel.normalize_parameters` to convert physical values. Fields and coordinates
 are in the units of the training data.
 
+The model file
+    :meth:`LatentModel.save` (or :func:`save_model`) writes ONE file in the `safetensors
+    <https://huggingface.co/docs/safetensors>`_ format (any file name; ``.ldensf`` or
+    ``.safetensors`` are customary): the weights and normalisation buffers as tensors, and
+    in the header's ``__metadata__`` the JSON strings ``config``, ``encoder_config``,
+    ``metadata`` (variables with units, coordinates, times, parameter names and ranges,
+    stations), ``seed``, the format name ``xldensf-latent-model`` and version, and the
+    xldensf and torch versions. :meth:`LatentModel.from_file` (or :func:`load_model`)
+    never unpickles: a missing, truncated, corrupt, foreign or incompatible file raises
+    :class:`~xldensf.errors.DataError`. Writes are atomic (see :mod:`xldensf.io`).
+
 Examples
 --------
 >>> import torch
@@ -30,339 +41,46 @@ Examples
 torch.Size([2, 5, 2, 30])
 >>> model.decode(model.advance(s[:, 0], u)).shape
 torch.Size([2, 2, 30])
+>>> import tempfile
+>>> from pathlib import Path
+>>> path = Path(tempfile.mkdtemp()) / "model.ldensf"
+>>> model.save(path)
+>>> loaded = LatentModel.from_file(path)
+>>> torch.equal(loaded.decode(loaded.unroll(u, 4)), model.decode(model.unroll(u, 4)))
+True
 """
 
 from __future__ import annotations
 
-import dataclasses
-import math
+import json
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from ..errors import ConfigurationError, expected_found
+from .._version import __version__
+from ..errors import ConfigurationError, DataError, expected_found
+from ..io import check_format, metadata_json, read_safetensors, write_safetensors
+from ..options import resolve_device
 from .config import EncoderConfig, LDNetConfig
+from .dataset import forecast
+from .decoder import DecoderAtPoints, activation_name
 from .encoder import ObservationEncoder
+from .metadata import SurrogateMetadata
 from .networks import LDNet, MLPBody, ModulatedReconstructionNetwork, ReconstructionNetwork
 from .normalization import AffineNormalizer
 
-__all__ = ["LatentModel", "SurrogateMetadata", "DecoderAtPoints"]
+if TYPE_CHECKING:
+    import xarray as xr
 
-#: Rows ``(latent state, point)`` decoded at once by the inference path of
-#: :meth:`LatentModel.decode`: activations of ``rows x width`` floats stay a few MB (in cache,
-#: no fresh page-faulted memory per layer), the matrix products stay large enough to be fast.
-_DECODE_ROWS = 4096
+__all__ = ["LatentModel", "load_model", "save_model", "FORMAT_NAME", "FORMAT_VERSION"]
 
-
-@dataclass(frozen=True)
-class SurrogateMetadata:
-    """What ties the surrogate's tensors to the training data (all JSON-serialisable).
-
-    Parameters
-    ----------
-    variables
-        Output variable names, in the order of the variable axis.
-    variable_attrs
-        CF attributes (``units``, ``long_name``, ``standard_name``) by variable name.
-    coordinate_names
-        Names of the coordinate columns of ``coordinates`` (the grid dims).
-    coordinate_attrs
-        CF attributes by coordinate name.
-    grid_shape
-        Shape of the training grid when the points are a full grid (``ij`` order), else
-        ``None`` (scattered points).
-    grid_values
-        1-D coordinate values by grid dim name (for a full grid).
-    times
-        Times of the training frames.
-    time_attrs
-        CF attributes of the time coordinate.
-    parameters
-        Parameter names, in the order of the parameter axis.
-    parameter_attrs
-        CF attributes by parameter name.
-    parameter_ranges
-        ``(low, high)`` of each parameter over the training runs.
-    stations
-        Encoder station coordinates ``(n_stations, dim)`` (physical), or ``None``.
-    attrs
-        Global attributes copied from the training data (case, preset, ...).
-    """
-
-    variables: tuple[str, ...]
-    variable_attrs: dict[str, dict[str, Any]] = field(default_factory=dict)
-    coordinate_names: tuple[str, ...] = ()
-    coordinate_attrs: dict[str, dict[str, Any]] = field(default_factory=dict)
-    grid_shape: tuple[int, ...] | None = None
-    grid_values: dict[str, list[float]] = field(default_factory=dict)
-    times: tuple[float, ...] = ()
-    time_attrs: dict[str, Any] = field(default_factory=dict)
-    parameters: tuple[str, ...] = ()
-    parameter_attrs: dict[str, dict[str, Any]] = field(default_factory=dict)
-    parameter_ranges: tuple[tuple[float, float], ...] = ()
-    stations: tuple[tuple[float, ...], ...] | None = None
-    attrs: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-serialisable dictionary (tuples become lists)."""
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> SurrogateMetadata:
-        """Inverse of :meth:`to_dict`."""
-        values = dict(values)
-        for name in ("variables", "coordinate_names", "times", "parameters"):
-            values[name] = tuple(values.get(name, ()))
-        values["parameter_ranges"] = tuple(tuple(pair) for pair in values["parameter_ranges"])
-        if values.get("grid_shape") is not None:
-            values["grid_shape"] = tuple(values["grid_shape"])
-        if values.get("stations") is not None:
-            values["stations"] = tuple(tuple(row) for row in values["stations"])
-        return cls(**values)
-
-
-_ACTIVATION_NAMES = {nn.Tanh: "tanh", nn.SiLU: "silu"}
-
-
-def _activation_name(module: nn.Module) -> str | None:
-    """``"tanh"``, ``"silu"`` or ``"gelu"`` (exact) for the activations of the networks."""
-    if isinstance(module, nn.GELU):
-        return "gelu" if module.approximate == "none" else None
-    return _ACTIVATION_NAMES.get(type(module))
-
-
-def _activate(pre: torch.Tensor, name: str, inplace: bool = False) -> torch.Tensor:
-    if name == "tanh":
-        return pre.tanh_() if inplace else torch.tanh(pre)
-    if name == "silu":
-        return nn.functional.silu(pre, inplace=inplace)
-    return nn.functional.gelu(pre)
-
-
-def _activation_slope(pre: torch.Tensor, post: torch.Tensor, name: str) -> torch.Tensor:
-    """Derivative of the activation at ``pre`` (``post`` is its value)."""
-    if name == "tanh":
-        return 1.0 - post.square()
-    if name == "silu":
-        sigmoid = torch.sigmoid(pre)
-        return sigmoid * (1.0 + pre * (1.0 - sigmoid))
-    return (0.5 * (1.0 + torch.erf(pre / math.sqrt(2.0)))
-            + pre * torch.exp(-0.5 * pre.square()) / math.sqrt(2.0 * math.pi))
-
-
-@dataclass(eq=False)
-class DecoderAtPoints:
-    """The reconstruction ``R(s, x)`` at fixed points, as plain tensors.
-
-    Built by :meth:`LatentModel.decoder_at`. The coordinate half of the first layer (Fourier
-    features of the points and their linear map) is computed once; the output layer keeps
-    the chosen variables, with the physical units folded in. Two uses:
-
-    - :meth:`fields`: chunked, in-place evaluation without autograd (the inference path of
-      :meth:`LatentModel.decode`);
-    - :meth:`fields_and_saved` then :meth:`pullback`: the vector-Jacobian product
-      ``v -> (dR/ds)^T v`` by hand (no autograd graph), e.g. for the gradient of a
-      likelihood at observation stations, called many times per analysis.
-
-    Both reuse buffers kept in ``workspace`` between calls (:meth:`release` frees them).
-
-    Attributes
-    ----------
-    coordinate_term
-        ``(n_points, width)``: first-layer coordinate term plus bias.
-    latent_weight
-        ``(width, latent_dim)``: first-layer latent weights.
-    hidden
-        ``(weight, bias)`` of each hidden layer.
-    output_weight, output_bias
-        ``(n_variables, width)`` and ``(n_variables,)`` of the chosen variables.
-    activation
-        ``"tanh"``, ``"silu"`` or ``"gelu"``.
-    residual
-        Whether the hidden layers are residual.
-    modulation
-        ``(weight, bias)`` of the FiLM map ``s -> (scale, shift)`` of each hidden layer
-        (``act((W h + b) * (1 + scale) + shift)``), or ``None``.
-    workspace
-        Reusable activation buffers by use.
-
-    Examples
-    --------
-    >>> import torch
-    >>> from xldensf.surrogate import LatentModel, LDNetConfig
-    >>> model = LatentModel.untrained(LDNetConfig.small().replace(latent_dim=3),
-    ...     coordinates=torch.rand(20, 2), n_variables=2, parameter_ranges=[(0.0, 1.0)])
-    >>> stations = torch.rand(5, 2)
-    >>> decoder = model.decoder_at(stations, variables=[1])
-    >>> latent = torch.randn(4, 3)
-    >>> fields, saved = decoder.fields_and_saved(latent)        # (members, points, variables)
-    >>> torch.allclose(fields, model.decode(latent, stations)[:, 1:].transpose(-1, -2),
-    ...                atol=1e-5)
-    True
-    >>> decoder.pullback(saved, torch.ones_like(fields)).shape  # (members, latent_dim)
-    torch.Size([4, 3])
-    """
-
-    coordinate_term: torch.Tensor
-    latent_weight: torch.Tensor
-    hidden: tuple[tuple[torch.Tensor, torch.Tensor], ...]
-    output_weight: torch.Tensor
-    output_bias: torch.Tensor
-    activation: str
-    residual: bool
-    modulation: tuple[torch.Tensor, torch.Tensor] | None = None
-    workspace: dict = field(default_factory=dict, repr=False, compare=False)
-
-    @property
-    def n_points(self) -> int:
-        return self.coordinate_term.shape[0]
-
-    @property
-    def width(self) -> int:
-        return self.coordinate_term.shape[1]
-
-    def _buffers(self, key: str, rows: int, count: int, like: torch.Tensor) -> list:
-        """``count`` reusable ``(rows, width)`` buffers: the sampler calls the decoder
-        hundreds of times with the same shapes, and fresh activations each time cost more
-        (page faults of newly mapped memory) than the small products themselves."""
-        buffers = self.workspace.get(key)
-        if buffers is None or buffers[0].shape[0] < rows or buffers[0].dtype != like.dtype:
-            buffers = [like.new_empty(rows, self.width) for _ in range(count)]
-            self.workspace[key] = buffers
-        return [buffer[:rows] for buffer in buffers]
-
-    def release(self) -> None:
-        """Free the reusable buffers (they are rebuilt on the next call)."""
-        self.workspace.clear()
-
-    def _activate_into(self, pre: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-        if self.activation == "tanh":
-            return torch.tanh(pre, out=out)
-        return out.copy_(_activate(pre, self.activation))
-
-    def _film(self, latent: torch.Tensor) -> torch.Tensor | None:
-        """FiLM ``(members, hidden layers, 2, width)`` (``1 + scale``, shift), or ``None``."""
-        if self.modulation is None:
-            return None
-        weight, bias = self.modulation
-        film = torch.addmm(bias, latent, weight.T).view(len(latent), len(self.hidden), 2, -1)
-        film[:, :, 0].add_(1.0)
-        return film
-
-    def fields(self, latent: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
-        """Fields ``(members, n_variables, n_points)`` of latent states ``(members,
-        latent_dim)``, in chunks of about ``_DECODE_ROWS`` rows, without autograd.
-
-        ``out``: a tensor of that shape to write into (else a new one).
-        """
-        n_states, n_points = latent.shape[0], self.n_points
-        if out is None:
-            out = latent.new_empty(n_states, self.output_weight.shape[0], n_points)
-        point_chunk = min(n_points, _DECODE_ROWS)
-        state_chunk = max(1, _DECODE_ROWS // n_points)
-        hidden_buffer, update_buffer = self._buffers("fields", state_chunk * point_chunk, 2,
-                                                     latent)
-        with torch.no_grad():
-            latent_term = latent @ self.latent_weight.T
-            film = self._film(latent)
-            for first_state in range(0, n_states, state_chunk):
-                chosen = slice(first_state, first_state + state_chunk)
-                states = latent_term[chosen, None, :]
-                for first_point in range(0, n_points, point_chunk):
-                    points = self.coordinate_term[first_point:first_point + point_chunk]
-                    shape = (len(states), len(points), -1)
-                    rows = len(states) * len(points)
-                    hidden, update = hidden_buffer[:rows], update_buffer[:rows]
-                    torch.add(points, states, out=hidden.view(shape))
-                    self._activate_into(hidden, hidden)
-                    for index, (weight, bias) in enumerate(self.hidden):
-                        torch.addmm(bias, hidden, weight.T, out=update)
-                        if film is not None:
-                            update.view(shape).mul_(film[chosen, index, 0, None]).add_(
-                                film[chosen, index, 1, None])
-                        self._activate_into(update, update)
-                        if self.residual:
-                            hidden.add_(update)
-                        else:
-                            hidden, update = update, hidden
-                    values = torch.addmm(self.output_bias, hidden, self.output_weight.T)
-                    out[chosen, :, first_point:first_point + len(points)] = values.view(
-                        shape).transpose(1, 2)
-        return out
-
-    def fields_and_saved(self, latent: torch.Tensor) -> tuple[torch.Tensor, tuple]:
-        """Fields ``(members, n_points, n_variables)`` and what :meth:`pullback` needs.
-
-        Without autograd; the saved activations live in reusable buffers, valid until the
-        next call.
-        """
-        n_states = latent.shape[0]
-        rows = n_states * self.n_points
-        layers = 1 + len(self.hidden)
-        kept = 3 if self.modulation is not None else 2   # FiLM: also the layers' W h + b
-        buffers = self._buffers("saved", rows, kept * layers + 1, latent)
-        pres, posts, hidden = buffers[:layers], buffers[layers:2 * layers], buffers[-1]
-        linears = buffers[2 * layers:3 * layers] if kept == 3 else [None] * layers
-        shape = (n_states, self.n_points, -1)
-        with torch.no_grad():
-            film = self._film(latent)
-            torch.add(self.coordinate_term, (latent @ self.latent_weight.T)[:, None, :],
-                      out=pres[0].view(shape))
-            first = self._activate_into(pres[0], posts[0])
-            hidden = hidden.copy_(first) if self.residual else first
-            for index, (weight, bias) in enumerate(self.hidden):
-                pre, post = pres[index + 1], posts[index + 1]
-                if film is None:
-                    torch.addmm(bias, hidden, weight.T, out=pre)
-                else:
-                    linear = torch.addmm(bias, hidden, weight.T, out=linears[index + 1])
-                    torch.addcmul(film[:, index, 1, None], linear.view(shape),
-                                  film[:, index, 0, None], out=pre.view(shape))
-                update = self._activate_into(pre, post)
-                hidden = hidden.add_(update) if self.residual else update
-            fields = torch.addmm(self.output_bias, hidden, self.output_weight.T)
-        return fields.view(shape), (list(zip(pres, posts, linears)), film)
-
-    def _slope_into(self, pre: torch.Tensor, post: torch.Tensor,
-                    out: torch.Tensor) -> torch.Tensor:
-        if self.activation == "tanh":
-            return torch.mul(post, post, out=out).mul_(-1.0).add_(1.0)
-        return out.copy_(_activation_slope(pre, post, self.activation))
-
-    def pullback(self, saved: tuple, cotangent: torch.Tensor) -> torch.Tensor:
-        """``(dR/ds)^T cotangent``: ``(members, latent_dim)`` from a cotangent of the fields
-        ``(members, n_points, n_variables)`` (the reverse pass of :meth:`fields_and_saved`,
-        with its saved activations)."""
-        layers, film = saved
-        n_states = cotangent.shape[0]
-        rows = n_states * self.n_points
-        shape = (n_states, self.n_points, -1)
-        gradient, slope, spare = self._buffers("pullback", rows, 3, cotangent)
-        film_gradient = None if film is None else torch.empty_like(film)
-        with torch.no_grad():
-            torch.mm(cotangent.reshape(rows, -1), self.output_weight, out=gradient)
-            for index in reversed(range(len(self.hidden))):
-                pre, post, linear = layers[index + 1]
-                self._slope_into(pre, post, slope).mul_(gradient)   # d/d(pre-activation)
-                if film_gradient is not None:
-                    film_gradient[:, index, 0] = (slope.view(shape) * linear.view(shape)).sum(1)
-                    film_gradient[:, index, 1] = slope.view(shape).sum(dim=1)
-                    slope.view(shape).mul_(film[:, index, 0, None])  # d/d(W h + b)
-                weight = self.hidden[index][0]
-                if self.residual:
-                    gradient.addmm_(slope, weight)
-                else:
-                    gradient, spare = torch.mm(slope, weight, out=spare), gradient
-            self._slope_into(*layers[0][:2], slope).mul_(gradient)
-            result = slope.view(shape).sum(dim=1) @ self.latent_weight
-            if film_gradient is not None:
-                result.addmm_(film_gradient.flatten(1), self.modulation[0])
-            return result
+#: Format name and newest version of model files.
+FORMAT_NAME = "xldensf-latent-model"
+FORMAT_VERSION = 1
 
 
 class LatentModel(nn.Module):
@@ -588,12 +306,12 @@ class LatentModel(nn.Module):
             ``decode``, or a reconstruction network of another structure.
         """
         network = self.ldnet.reconstruction
-        activation = _activation_name(network.activation)
+        activation = activation_name(network.activation)
         modulated = type(network) is ModulatedReconstructionNetwork
         if (type(self).decode is not LatentModel.decode or activation is None
                 or not (modulated or type(network) is ReconstructionNetwork)
                 or type(network.body) is not MLPBody
-                or _activation_name(network.body.activation) != activation):
+                or activation_name(network.body.activation) != activation):
             return None
         points = self.coordinates if coords is None else self._tensor(coords)
         self._check_last(points, self.coordinates.shape[1], "coords")
@@ -653,22 +371,167 @@ class LatentModel(nn.Module):
         return latent[:, -1], parameters[:, -1]
 
     # ------------------------------------------------------------------ xarray / files
-    def forecast(self, parameters: Any, times: Any = None, coords: Any = None):
+    def forecast(self, parameters: Any, times: Any = None, coords: Any = None) -> xr.Dataset:
         """Surrogate forecast as an :class:`xarray.Dataset` like the training data.
 
-        See :func:`xldensf.surrogate.api.forecast`.
-        """
-        from .api import forecast
+        See :func:`xldensf.surrogate.forecast` (parameters, times and points, units,
+        warnings).
 
+        Examples
+        --------
+        >>> from xldensf.surrogate import load_model
+        >>> from importlib import resources
+        >>> SHIPPED = resources.files("xldensf") / "data" / "models" / "tsunami_small.ldensf"
+        >>> model = load_model(str(SHIPPED))
+        >>> model.forecast({"x0": -2e5, "y0": -2e5}, times=[0.0])["eta"].dims
+        ('run', 'time', 'y', 'x')
+        """
         return forecast(self, parameters, times=times, coords=coords, _stacklevel=3)
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write the model to one ``.safetensors`` file (atomically); see
-        :func:`xldensf.surrogate.checkpoint.save_model`."""
-        from .checkpoint import save_model
+        """Write the model to one safetensors file, atomically (see the module docstring).
 
-        save_model(self, path)
+        Parameters
+        ----------
+        path
+            Target file (overwritten atomically); the tensors keep their current dtype.
+
+        Examples
+        --------
+        >>> import tempfile, torch
+        >>> from pathlib import Path
+        >>> from xldensf.surrogate import LatentModel, LDNetConfig
+        >>> model = LatentModel.untrained(LDNetConfig.small().replace(latent_dim=3),
+        ...                               torch.rand(10, 1), n_variables=1,
+        ...                               parameter_ranges=[(0.0, 2.0)])
+        >>> path = Path(tempfile.mkdtemp()) / "model.ldensf"
+        >>> model.save(path)
+        >>> LatentModel.from_file(path).latent_dim
+        3
+        """
+        tensors = {key: value.detach().cpu().contiguous()
+                   for key, value in self.state_dict().items()}
+        encoder_config = None if self.encoder_config is None else self.encoder_config.to_dict()
+        metadata = {
+            "format": FORMAT_NAME,
+            "format_version": str(FORMAT_VERSION),
+            "config": json.dumps(self.config.to_dict()),
+            "encoder_config": json.dumps(encoder_config),
+            "metadata": json.dumps(self.metadata.to_dict()),
+            "seed": str(self.seed),
+            "xldensf_version": __version__,
+            "torch_version": torch.__version__,
+        }
+        write_safetensors(path, tensors, metadata)
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike,
+                  device: torch.device | str | None = None) -> LatentModel:
+        """Read a model written by :meth:`save` (never unpickles).
+
+        Parameters
+        ----------
+        path
+            The model file.
+        device
+            Device to put the model on (default CPU).
+
+        Returns
+        -------
+        LatentModel
+            In evaluation mode, with the dtype of the saved tensors.
+
+        Raises
+        ------
+        DataError
+            Missing, truncated, corrupt, foreign or incompatible file.
+
+        Examples
+        --------
+        >>> from importlib import resources
+        >>> SHIPPED = resources.files("xldensf") / "data" / "models" / "tsunami_small.ldensf"
+        >>> LatentModel.from_file(str(SHIPPED)).metadata.parameters
+        ('x0', 'y0')
+        """
+        tensors, header = read_safetensors(path, "model file")
+        check_format(header, FORMAT_NAME, FORMAT_VERSION, path)
+        try:
+            config = LDNetConfig.from_dict(metadata_json(header, "config", path))
+            encoder_values = metadata_json(header, "encoder_config", path)
+            encoder_config = None if encoder_values is None else EncoderConfig.from_dict(
+                encoder_values)
+            metadata = SurrogateMetadata.from_dict(metadata_json(header, "metadata", path))
+            model = cls(config, metadata, tensors["coordinates"].float(), encoder_config,
+                        seed=int(header.get("seed", "0")))
+            model = model.to(tensors["coordinates"].dtype)
+            model.load_state_dict(tensors, strict=True)
+        except DataError:
+            raise
+        except Exception as err:  # config/metadata/state-dict mismatches of many kinds
+            raise DataError(
+                expected_found(f"contents of {path}", "a model this xldensf version can build",
+                               f"{type(err).__name__}: {err}")
+            ) from err
+        return model.to(resolve_device(device)).eval()
 
     def grid_points(self) -> np.ndarray:
         """Training points ``(n_points, dim)`` as a float64 numpy array."""
         return self.coordinates.detach().cpu().numpy().astype(np.float64)
+
+
+def save_model(model: LatentModel, path: str | os.PathLike) -> None:
+    """Write ``model`` to one safetensors file (the same as ``model.save(path)``).
+
+    Parameters
+    ----------
+    model
+        The model; its tensors are saved in their current dtype.
+    path
+        Target file (overwritten atomically).
+
+    Examples
+    --------
+    >>> import tempfile, torch
+    >>> from pathlib import Path
+    >>> from xldensf.surrogate import LatentModel, LDNetConfig, load_model, save_model
+    >>> model = LatentModel.untrained(LDNetConfig.small().replace(latent_dim=3),
+    ...                               torch.rand(10, 1), n_variables=1,
+    ...                               parameter_ranges=[(0.0, 2.0)])
+    >>> path = Path(tempfile.mkdtemp()) / "model.ldensf"
+    >>> save_model(model, path)
+    >>> load_model(path).n_variables
+    1
+    """
+    model.save(path)
+
+
+def load_model(path: str | os.PathLike, device: torch.device | str | None = None) -> LatentModel:
+    """Read a model file written by :meth:`LatentModel.save` or :func:`save_model` (never
+    unpickles; the same as :meth:`LatentModel.from_file`).
+
+    Parameters
+    ----------
+    path
+        The model file.
+    device
+        Device to put the model on (default CPU).
+
+    Returns
+    -------
+    LatentModel
+        In evaluation mode, with the dtype of the saved tensors.
+
+    Raises
+    ------
+    DataError
+        Missing, truncated, corrupt, foreign or incompatible file.
+
+    Examples
+    --------
+    >>> from xldensf.surrogate import load_model
+    >>> from importlib import resources
+    >>> SHIPPED = resources.files("xldensf") / "data" / "models" / "tsunami_small.ldensf"
+    >>> load_model(str(SHIPPED)).metadata.variables
+    ('u', 'v', 'eta')
+    """
+    return LatentModel.from_file(path, device=device)

@@ -1,0 +1,320 @@
+"""Training from Datasets: :func:`fit` (a ``simulate()``-style Dataset -> LatentModel).
+
+:func:`fit` turns a ``simulate()``-style Dataset (dims ``(run, time, *grid)``, parameters as
+coordinates along ``run`` with units) into tensors and calls
+:func:`~xldensf.surrogate.fit_tensors`; the names, units and CF attributes of variables,
+coordinates, times and parameters are stored in the model so that
+:func:`~xldensf.surrogate.forecast` returns a Dataset like the training data.
+
+Examples
+--------
+>>> import xldensf as xl
+>>> from xldensf.surrogate import fit
+>>> train = xl.simulate("lorenz96", runs=4, seed=0, preset="small", n_outputs=11)
+>>> model = fit(train, parameters=["F"], seed=0, steps=10, finetune_steps=0,
+...             reconstruction_width=16)
+>>> forecast = model.forecast({"F": train["F"].values[:2]})
+>>> forecast["x"].dims, forecast["x"].attrs["long_name"]
+(('run', 'time', 'k'), 'Lorenz-96 state variable')
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import xarray as xr
+
+from ..conventions import RUN_DIM, TIME_DIM, convert_values
+from ..errors import (
+    ConfigurationError,
+    DataError,
+    ParameterError,
+    UnitsError,
+    check_name,
+    expected_found,
+)
+from ..io import json_safe
+from ..options import resolve_seed
+from .config import PAPER_SIZES, EncoderConfig, LDNetConfig
+from .metadata import SurrogateMetadata
+from .model import LatentModel
+from .training import fit_tensors
+
+__all__ = ["fit", "PRESETS"]
+
+PRESETS = ("small", "paper")
+
+
+# ---------------------------------------------------------------------- helpers
+def _json_attrs(attrs: Mapping[str, Any]) -> dict[str, Any]:
+    """CF attributes as JSON values (stored in the model file)."""
+    return json_safe(dict(attrs))
+
+
+def _time_dim(dataset: xr.Dataset) -> str:
+    if TIME_DIM in dataset.dims:
+        return TIME_DIM
+    for name in dataset.dims:
+        attrs = dataset[name].attrs if name in dataset.coords else {}
+        if attrs.get("axis") == "T" or attrs.get("standard_name") == "time":
+            return str(name)
+    raise DataError(expected_found("time dimension", "'time' or a coordinate with axis 'T'",
+                                   sorted(map(str, dataset.dims))))
+
+
+def _numeric(values: np.ndarray, what: str) -> np.ndarray:
+    if not np.issubdtype(values.dtype, np.number):
+        raise DataError(expected_found(what, "numeric values", str(values.dtype)))
+    return values.astype(np.float64)
+
+
+def _units_of(array: xr.DataArray, what: str) -> str:
+    text = array.attrs.get("units")
+    if not isinstance(text, str) or not text:
+        raise UnitsError(expected_found(f"units attribute of {what}", "a CF unit string",
+                                        text))
+    return text
+
+
+def _training_variables(dataset: xr.Dataset, variables: Sequence[str] | str | None,
+                        time_dim: str) -> list[str]:
+    candidates = [str(name) for name, array in dataset.data_vars.items()
+                  if RUN_DIM in array.dims and time_dim in array.dims]
+    if variables is None:
+        if not candidates:
+            raise DataError(expected_found("data variables", f"some with dims ({RUN_DIM}, "
+                                           f"{time_dim}, ...)", sorted(dataset.data_vars)))
+        return candidates
+    names = [variables] if isinstance(variables, str) else list(variables)
+    for name in names:
+        check_name("variable", name, candidates)
+    return names
+
+
+def _station_indices(stations: Any, grid_dims: list[str], grid_values: list[np.ndarray],
+                     coordinate_units: list[str | None]) -> np.ndarray | None:
+    """Flat grid indices of the stations (nearest grid point of each station)."""
+    if stations is None:
+        return None
+    shape = tuple(len(values) for values in grid_values)
+    if isinstance(stations, (int, np.integer)) and not isinstance(stations, bool):
+        per_dim = round(float(stations) ** (1.0 / len(shape)))
+        if stations <= 0 or per_dim ** len(shape) != stations or per_dim > min(shape):
+            raise ConfigurationError(
+                expected_found("stations", f"a count n**{len(shape)} with n <= {min(shape)} "
+                               "(a regular layout) or station coordinates", stations))
+        axes = [np.linspace(0, size - 1, per_dim + 2)[1:-1].round().astype(int)
+                for size in shape]
+        mesh = np.meshgrid(*axes, indexing="ij")
+        return np.ravel_multi_index([axis.ravel() for axis in mesh], shape)
+    if not isinstance(stations, (Mapping, xr.Dataset)):
+        raise ConfigurationError(expected_found("stations", "None, a count, or a mapping of "
+                                                "grid coordinate name -> values",
+                                                type(stations).__name__))
+    missing = [dim for dim in grid_dims if dim not in stations]
+    if missing:
+        raise DataError(expected_found("station coordinates", grid_dims, sorted(stations)))
+    indices = []
+    for dim, values, target_units in zip(grid_dims, grid_values, coordinate_units):
+        station_values = stations[dim]
+        raw = np.atleast_1d(np.asarray(station_values, dtype=np.float64))
+        if isinstance(station_values, xr.DataArray) and "units" in station_values.attrs \
+                and target_units is not None:
+            raw = convert_values(raw, station_values.attrs["units"], target_units,
+                                 f"units of station coordinate {dim!r}")
+        indices.append(np.abs(raw[:, None] - values[None, :]).argmin(axis=1))
+    try:
+        return np.unique(np.ravel_multi_index(np.broadcast_arrays(*indices), shape))
+    except ValueError as err:
+        raise DataError(expected_found("station coordinates", "equal lengths per grid dim",
+                                       [len(index) for index in indices])) from err
+
+
+# ---------------------------------------------------------------------- fit
+def fit(
+    dataset: xr.Dataset,
+    parameters: Sequence[str] | str,
+    variables: Sequence[str] | str | None = None,
+    stations: Any = None,
+    preset: str = "small",
+    seed: int | None = None,
+    device: torch.device | str | None = None,
+    checkpoint_dir: Any = None,
+    *,
+    encoder: EncoderConfig | Mapping[str, Any] | None = None,
+    progress: bool | None = None,
+    callback: Any = None,
+    **overrides: Any,
+) -> LatentModel:
+    """Train a latent surrogate (improved LDNet [+ LSTM encoder]) on a training Dataset.
+
+    Parameters
+    ----------
+    dataset
+        Dims ``(run, time, *grid)`` (1 to 3 grid dims); the learned parameters are numeric
+        coordinates along ``run`` with a ``units`` attribute; the variables have ``units``.
+    parameters
+        Names of the parameters to learn (and later estimate).
+    variables
+        Variables to learn (default: every data variable with ``run`` and ``time`` dims).
+    stations
+        Observation stations for the encoder: ``None`` (no encoder), a count ``n**d`` (a
+        regular ``n x ... x n`` layout inside the grid) or a mapping/Dataset of grid
+        coordinate name -> station coordinate values (snapped to the nearest grid point).
+    preset
+        ``"small"`` or ``"paper"`` (:class:`~xldensf.surrogate.LDNetConfig` and
+        :class:`~xldensf.surrogate.EncoderConfig` presets). ``"paper"`` takes the network
+        sizes of the case named by the dataset's ``xldensf_case`` attribute (set by
+        :func:`xldensf.simulate`; tsunami, atmosphere or kolmogorov), and the tsunami's for
+        other data.
+    seed
+        Seed of initialisation, split and mini-batches; ``None`` draws one (recorded in
+        ``model.metadata.attrs["xldensf_fit_seed"]``).
+    device
+        Torch device for training (default CPU).
+    checkpoint_dir
+        Directory for resumable training checkpoints.
+    encoder
+        Encoder settings: an :class:`EncoderConfig` or a mapping of overrides of the preset.
+    progress
+        Progress bars; ``None`` follows :func:`xldensf.set_options`.
+    callback
+        ``callback(phase, step, loss)`` after every optimiser step.
+    **overrides
+        Fields of :class:`~xldensf.surrogate.LDNetConfig` (e.g. ``steps=5000``).
+
+    Returns
+    -------
+    LatentModel
+
+    Raises
+    ------
+    DataError
+        Missing run/time dims, parameters that are not numeric coordinates along ``run``,
+        NaN in the training data, too few runs to hold out validation runs.
+    UnitsError
+        Variables or parameters without units.
+    """
+    time_dim, parameter_names = _check_dataset(dataset, parameters, preset)
+    variable_names = _training_variables(dataset, variables, time_dim)
+    grid_dims = _grid_dims(dataset, variable_names, time_dim)
+    fields = _field_values(dataset, variable_names, (RUN_DIM, time_dim, *grid_dims))
+    grid_values = [_numeric(dataset[dim].values, f"coordinate {dim!r}")
+                   if dim in dataset.coords else np.arange(dataset.sizes[dim], dtype=np.float64)
+                   for dim in grid_dims]
+    coordinate_attrs = {dim: _json_attrs(dataset[dim].attrs) if dim in dataset.coords else {}
+                        for dim in grid_dims}
+    mesh = np.meshgrid(*grid_values, indexing="ij")
+    coords = np.stack([axis.ravel() for axis in mesh], axis=-1)
+    times = _numeric(dataset[time_dim].values, f"coordinate {time_dim!r}")
+    parameter_values, parameter_attrs = _parameter_table(dataset, parameter_names)
+    station_indices = _station_indices(
+        stations, grid_dims, grid_values,
+        [coordinate_attrs[dim].get("units") for dim in grid_dims])
+
+    seed = resolve_seed(seed)
+    config, encoder_config = _configs(dataset, preset, overrides, encoder,
+                                      with_encoder=station_indices is not None)
+    attrs = {key: value for key, value in _json_attrs(dataset.attrs).items()
+             if key.startswith("xldensf_") or key in ("title", "source", "Conventions")}
+    metadata = SurrogateMetadata(
+        variables=tuple(variable_names),
+        variable_attrs={name: _json_attrs(dataset[name].attrs) for name in variable_names},
+        coordinate_names=tuple(grid_dims),
+        coordinate_attrs=coordinate_attrs,
+        grid_shape=tuple(len(values) for values in grid_values),
+        grid_values={dim: values.tolist() for dim, values in zip(grid_dims, grid_values)},
+        time_attrs={"name": time_dim, **_json_attrs(dataset[time_dim].attrs)},
+        parameters=tuple(parameter_names),
+        parameter_attrs=parameter_attrs,
+        attrs={**attrs, "xldensf_fit_seed": int(seed), "xldensf_fit_preset": preset},
+    )
+    return fit_tensors(fields, coords, times, parameter_values, config=config,
+                       encoder_config=encoder_config, stations=station_indices,
+                       metadata=metadata, seed=int(seed), device=device,
+                       checkpoint_dir=checkpoint_dir, progress=progress, callback=callback)
+
+
+# ---------------------------------------------------------------------- fit steps
+def _check_dataset(dataset: Any, parameters: Sequence[str] | str,
+                   preset: str) -> tuple[str, list[str]]:
+    """The time dim and the parameter names, after checking the dataset's structure."""
+    if not isinstance(dataset, xr.Dataset):
+        raise DataError(expected_found("dataset", "an xarray.Dataset", type(dataset).__name__))
+    if RUN_DIM not in dataset.dims:
+        raise DataError(expected_found("dimensions", f"one named {RUN_DIM!r}",
+                                       sorted(map(str, dataset.dims))))
+    check_name("preset", preset, PRESETS)
+    time_dim = _time_dim(dataset)
+    parameter_names = [parameters] if isinstance(parameters, str) else list(parameters)
+    run_coordinates = sorted(str(name) for name, coord in dataset.coords.items()
+                             if coord.dims == (RUN_DIM,) and name != RUN_DIM)
+    if not parameter_names:
+        raise ParameterError(expected_found("parameters", f"names among {run_coordinates}",
+                                            parameter_names))
+    for name in parameter_names:
+        if name not in run_coordinates:
+            raise DataError(expected_found(f"parameter {name!r}",
+                                           f"a coordinate along {RUN_DIM!r}, one of "
+                                           f"{run_coordinates}", name))
+    return time_dim, parameter_names
+
+
+def _grid_dims(dataset: xr.Dataset, variable_names: list[str], time_dim: str) -> list[str]:
+    """The grid dims (1 to 3) of the first training variable."""
+    first = dataset[variable_names[0]]
+    grid_dims = [str(dim) for dim in first.dims if dim not in (RUN_DIM, time_dim)]
+    if not 1 <= len(grid_dims) <= 3:
+        raise DataError(expected_found(f"grid dims of {variable_names[0]!r}", "1 to 3",
+                                       grid_dims))
+    return grid_dims
+
+
+def _field_values(dataset: xr.Dataset, variable_names: list[str],
+                  order: tuple[str, ...]) -> np.ndarray:
+    """Training fields ``(run, time, variable, point)`` (float64, finite, with units)."""
+    arrays = []
+    for name in variable_names:
+        array = dataset[name]
+        if set(array.dims) != set(order):
+            raise DataError(expected_found(f"dims of variable {name!r}", order, array.dims))
+        _units_of(array, f"variable {name!r}")
+        values = _numeric(array.transpose(*order).values, f"variable {name!r}")
+        if not np.isfinite(values).all():
+            raise DataError(expected_found(f"training data {name!r}", "finite values",
+                                           f"{int((~np.isfinite(values)).sum())} NaN/Inf"))
+        arrays.append(values.reshape(values.shape[0], values.shape[1], -1))
+    return np.stack(arrays, axis=2)
+
+
+def _parameter_table(dataset: xr.Dataset,
+                     parameter_names: list[str]) -> tuple[np.ndarray, dict[str, Any]]:
+    """Parameter values ``(run, n_parameters)`` and their CF attributes (with units)."""
+    parameter_values = np.stack(
+        [_numeric(dataset[name].values, f"parameter {name!r}") for name in parameter_names],
+        axis=-1)
+    parameter_attrs = {}
+    for name in parameter_names:
+        _units_of(dataset[name], f"parameter {name!r}")
+        parameter_attrs[name] = _json_attrs(dataset[name].attrs)
+    return parameter_values, parameter_attrs
+
+
+def _configs(dataset: xr.Dataset, preset: str, overrides: dict[str, Any],
+             encoder: EncoderConfig | Mapping[str, Any] | None,
+             with_encoder: bool) -> tuple[LDNetConfig, EncoderConfig | None]:
+    """The LDNet and encoder settings of a preset with the user's overrides."""
+    if preset == "paper":
+        case = dataset.attrs.get("xldensf_case")
+        config = LDNetConfig.paper(case if case in PAPER_SIZES else "tsunami")
+    else:
+        config = LDNetConfig.small()
+    config = config.replace(**overrides)
+    encoder_config = None
+    if with_encoder:
+        encoder_config = (encoder if isinstance(encoder, EncoderConfig)
+                          else getattr(EncoderConfig, preset)().replace(**dict(encoder or {})))
+    return config, encoder_config
