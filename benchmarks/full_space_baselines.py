@@ -47,8 +47,8 @@ import torch
 import xarray as xr
 
 import xldensf as xl
-from xldensf.benchmark import BENCHMARK_CASES
 from xldensf.errors import XLDEnSFError
+from xldensf.experiments import BENCHMARK_CASES
 
 RESULTS = Path(__file__).parent / "results"
 MEMBERS, NOISE = 20, 0.1

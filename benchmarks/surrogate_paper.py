@@ -27,7 +27,7 @@ from pathlib import Path
 from surrogate_small import CASES, encoder_errors, evaluate
 
 import xldensf as xl
-from xldensf.benchmark import regular_station_count
+from xldensf.experiments import regular_station_count
 from xldensf.surrogate import fit
 
 

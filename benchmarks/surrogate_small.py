@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 import xldensf as xl
-from xldensf.benchmark import scored_variables
+from xldensf.experiments import scored_variables
 from xldensf.metrics import relative_rmse, spatial_anomaly
 from xldensf.surrogate import fit
 

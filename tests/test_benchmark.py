@@ -1,4 +1,4 @@
-"""The LD-EnSF benchmark (xldensf.benchmark and ``xldensf benchmark``), on a tiny Lorenz-96.
+"""The LD-EnSF benchmark (xldensf.experiments and ``xldensf benchmark``), on a tiny Lorenz-96.
 
 The surrogate here is trained for a few steps only: these tests check the pipeline (every
 method runs on the same truths, the numbers are finite and consistent, the files are
@@ -9,21 +9,23 @@ in benchmarks/results measures.
 from __future__ import annotations
 
 import json
+import logging
 import math
 
 import pytest
 
 import xldensf as xl
-from xldensf.benchmark import (
+from xldensf.cli import main
+from xldensf.errors import ConfigurationError, UnknownNameError
+from xldensf.experiments import (
     METHODS,
-    _targets,
+    demo_report,
     markdown_report,
     prediction_step_seconds,
     regular_station_count,
     run_benchmark,
+    summarize_runs,
 )
-from xldensf.cli import main
-from xldensf.errors import ConfigurationError, UnknownNameError
 from xldensf.surrogate import fit
 
 FRAMES = 5
@@ -86,7 +88,8 @@ def test_files_are_written_and_consistent(result):
         assert f"| {method} |" in table
     assert "ratio full / latent" in table
     assert not list(output.glob("*.tmp*"))               # no temporary leftovers
-    assert "targets" not in results                      # targets are for the quick tsunami
+    assert "targets" not in results                      # targets live in the docs
+    assert "Targets" not in table
 
 
 def test_prediction_step_timing_is_positive(surrogate):
@@ -97,34 +100,49 @@ def test_prediction_step_timing_is_positive(surrogate):
         times["full_s_per_member"] / times["latent_s_per_member"])
 
 
-def _summary(final: float, parameter: float, seconds: float) -> dict:
-    return {"summary": {"runs": 1, "final": {"eta": final, "u": final},
-                        "parameter_error": {"x0": parameter}, "seconds_per_cycle": 2 * seconds,
-                        "filter_seconds_per_cycle": seconds}}
+def test_the_old_import_paths_still_work():
+    import xldensf.benchmark as old_benchmark
+    import xldensf.demo as old_demo
+    import xldensf.experiments as experiments
+
+    for name in old_benchmark.__all__:
+        assert getattr(old_benchmark, name) is getattr(experiments, name), name
+    assert old_demo.run_demo is experiments.run_demo
+    assert old_demo.shipped_model_path().name == "tsunami_small.ldensf"
+    assert "moved to" in old_benchmark.__doc__.lower()
+    assert "moved to" in old_demo.__doc__.lower()
 
 
-def test_targets_are_judged_from_the_numbers():
-    results = {"methods": {"ld-ensf-decoder": _summary(0.04, 0.01, 0.01),
-                           "letkf": _summary(0.2, 0.1, 0.5),
-                           "ld-ensf-decoder-unseen": _summary(0.08, 0.01, 0.01)}}
-    targets = _targets(results)
-    assert targets["final_relative_rmse<=0.05"]["met"]
-    assert targets["lower_final_error_than_letkf"]["met"]
-    assert targets["filter_time_per_cycle_speedup>=20"]["value"] == pytest.approx(50)
-    assert targets["total_time_per_cycle_speedup>=20"]["value"] == pytest.approx(50)
-    assert not targets["unseen_layout_error_ratio<=1.5"]["met"]   # 0.08 / 0.04 = 2
-    assert targets["ld-ensf (default likelihood on the trained layout)"]["value"] == \
-        "ld-ensf-decoder"                       # no encoder ran: the decoder is the default
-    results["methods"]["ld-ensf-encoder"] = _summary(0.06, 0.01, 0.01)
-    targets = _targets(results)
-    assert targets["ld-ensf (default likelihood on the trained layout)"]["value"] == \
-        "ld-ensf-encoder"
-    assert targets["unseen_layout_error_ratio<=1.5"]["value"] == pytest.approx(0.08 / 0.06)
-    assert not targets["final_relative_rmse<=0.05"]["met"]
-    results["methods"]["letkf"] = _summary(0.03, 0.1, 0.1)
-    targets = _targets(results)
-    assert not targets["lower_final_error_than_letkf"]["met"]
-    assert not targets["filter_time_per_cycle_speedup>=20"]["met"]
+def test_the_library_logs_progress_and_never_prints(surrogate, capsys, caplog):
+    with caplog.at_level(logging.INFO, logger="xldensf.experiments"):
+        run_benchmark("lorenz96", model=surrogate, truths=1, members=4,
+                      methods=["enkf"], progress=True)
+    captured = capsys.readouterr()
+    assert "truth 1/1 enkf" not in captured.out + captured.err
+    assert any("truth 1/1 enkf" in record.getMessage() for record in caplog.records)
+
+
+def test_summaries_leave_failed_truths_out():
+    ran = {"final": {"x": 0.2}, "mean": {"x": 0.3}, "spread_skill": {"x": 1.0},
+           "parameter_error": {"F": 0.1}, "seconds_per_cycle": 2.0,
+           "filter_seconds_per_cycle": 1.0, "relative_rmse": {"x": [1.0, 0.2]}}
+    summary = summarize_runs([ran, {"failure": "FilterDivergenceError: diverged"}])
+    assert summary["runs"] == 1 and summary["final"] == {"x": 0.2}
+    assert summary["relative_rmse"] == {"x": [1.0, 0.2]}
+    assert summarize_runs([{"failure": "skipped"}]) == {"runs": 0}
+
+
+def test_the_demo_table_is_formatted_from_the_summary():
+    row = {"method": "LD-EnSF (latent)", "eta_final": 0.41, "eta_mean": 0.6, "u_final": 0.5,
+           "v_final": 0.4, "x0_error": 0.05, "y0_error": 0.02, "seconds_per_cycle": 0.3}
+    table = demo_report({"stations": 16, "stations_fraction": 16 / 4096, "noise": 0.1,
+                         "members": 20, "rows": [row], "truth": "out/t.nc",
+                         "analysis": "out/a.nc", "figure": "out/a.png"}).splitlines()
+    assert table[0] == ("xldensf demo: small tsunami, 16 stations (0.39% of the grid), "
+                        "10% noise, 20 members")
+    assert table[2] == ("    LD-EnSF (latent) |     0.410 |     0.600 |     0.500 |     0.400"
+                        " |     0.050 |     0.020 |     0.300")
+    assert table[-1] == "  wrote out/t.nc, out/a.nc and out/a.png"
 
 
 def test_a_skipped_method_is_reported_not_hidden():

@@ -111,7 +111,7 @@ def test_cli_entry_point_runs():
 def test_shipped_demo_model_matches_the_small_tsunami_grid():
     import numpy as np
 
-    from xldensf.demo import shipped_model_path
+    from xldensf.experiments import shipped_model_path
 
     model = xl.load_model(shipped_model_path())
     grid = xl.simulate("tsunami", runs=1, seed=0, preset="small", n_outputs=2)

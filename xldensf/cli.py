@@ -1,5 +1,9 @@
 """The ``xldensf`` command line: ``xldensf simulate|train|demo|benchmark ...``.
 
+The only module of the package that prints: the library returns values and logs progress
+through :mod:`logging` (loggers under ``xldensf``); while a command runs, those messages of
+level INFO and above go to standard error.
+
 Examples
 --------
 >>> main(["simulate", "lorenz96", "--preset", "small", "--seed", "0", "--quiet",
@@ -9,8 +13,10 @@ Examples
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from . import __version__
 from .errors import XLDEnSFError
@@ -43,15 +49,16 @@ def _train(args: argparse.Namespace) -> None:
 
 
 def _demo(args: argparse.Namespace) -> None:
-    from .demo import run_demo
+    from .experiments import demo_report, run_demo
 
-    run_demo(args.output, seed=args.seed, progress=not args.quiet)
+    summary = run_demo(args.output, seed=args.seed, progress=not args.quiet)
+    print("\n" + demo_report(summary))
 
 
 def _benchmark(args: argparse.Namespace) -> None:
     import torch
 
-    from .benchmark import markdown_report, run_benchmark
+    from .experiments import markdown_report, run_benchmark
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)
@@ -100,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
     demo.set_defaults(handler=_demo)
 
-    from .benchmark import BENCHMARK_CASES, METHODS
+    from .experiments.settings import BENCHMARK_CASES, METHODS
 
     benchmark = commands.add_parser(
         "benchmark", help="LD-EnSF against EnSF, EnKF and LETKF on held-out truths")
@@ -122,11 +129,35 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _StderrHandler(logging.Handler):
+    """Log records as plain lines on the current ``sys.stderr`` (looked up at each record,
+    so that a redirected stream is honoured)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        print(self.format(record), file=sys.stderr)
+
+
+@contextlib.contextmanager
+def _package_logging() -> Iterator[None]:
+    """Show the package's INFO messages on standard error while a command runs."""
+    logger = logging.getLogger("xldensf")
+    handler = _StderrHandler()
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status (2 for xldensf errors)."""
     args = build_parser().parse_args(argv)
     try:
-        args.handler(args)
+        with _package_logging():
+            args.handler(args)
     except XLDEnSFError as err:
         print(f"xldensf: error: {err}", file=sys.stderr)
         return 2

@@ -1,0 +1,452 @@
+"""The LD-EnSF benchmark behind ``xldensf benchmark <case> [--quick]``: orchestration and
+scoring.
+
+For one case (tsunami, atmosphere, Kolmogorov; Lorenz-96 for tests), on held-out truths
+that the surrogate never saw, sparse noisy stations (the paper's density, 10 % noise, 20
+members; :mod:`xldensf.experiments.settings`) are assimilated by every method of
+:data:`~xldensf.experiments.settings.METHODS`: LD-EnSF with the decoder likelihood, with
+the paper's encoder likelihood, with the decoder likelihood on a random layout of the same
+size that the surrogate never saw, and the full-space EnSF, EnKF and LETKF with the
+full-order model.
+
+Every method starts from the same prior parameters (the case's prior range, never the
+truth) and sees the same observations. Recorded per truth and method: the relative RMSE of
+the ensemble mean per variable over time (cos-latitude weights on the sphere, as in the
+LD-EnSF paper), the error of the posterior-mean parameters as a fraction of their prior
+range, the spread/skill ratio, and the wall time per cycle; once per benchmark, the
+prediction-step time per member of the latent and of the full model, side by side. The
+result is a JSON-ready dict; :mod:`xldensf.experiments.report` writes it as JSON and as a
+markdown table. Progress goes to the ``logging`` logger of this module, never to print.
+
+Examples
+--------
+>>> from xldensf.experiments import METHODS, run_benchmark
+>>> METHODS[0]
+'ld-ensf-decoder'
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import platform
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import xarray as xr
+
+from .._version import __version__
+from ..errors import ConfigurationError, XLDEnSFError, check_name, expected_found
+from ..latent_assimilation import encoder_layout
+from ..metrics import parameter_error, relative_rmse, spatial_anomaly, spread_skill_ratio
+from ..options import resolve_seed
+from ..simulators import Simulator, simulate, simulator
+from ..surrogate import LatentModel, fit, load_model
+from .report import write_report
+from .settings import (
+    ANOMALY_VARIABLES,
+    BENCHMARK_CASES,
+    METHODS,
+    SETTINGS,
+    TRUTH_SEED_OFFSET,
+    UNSEEN_LAYOUT_SEED_OFFSET,
+    BenchmarkSetting,
+    regular_station_count,
+    shipped_model_path,
+)
+
+__all__ = [
+    "scored_variables",
+    "summarize_runs",
+    "prediction_step_seconds",
+    "run_benchmark",
+]
+
+logger = logging.getLogger(__name__)
+
+
+def _median_seconds(function: Callable[[], Any], repeats: int) -> float:
+    function()  # warm-up (allocations, first-call dispatch)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+@torch.no_grad()
+def prediction_step_seconds(latent_model: Any, full_model: Simulator, members: int = 20,
+                            repeats: int = 5, seed: int = 0) -> dict[str, float]:
+    """Wall time per member of one forecast over one observation interval (one training
+    frame), for the latent model and the full-order model, measured side by side.
+
+    Parameters
+    ----------
+    latent_model
+        A :class:`~xldensf.surrogate.LatentModel`.
+    full_model
+        The simulator it was trained on.
+    members
+        Batch of states advanced at once (the ensemble size).
+    repeats
+        Timed repetitions after one warm-up; the median is reported.
+    seed
+        Seed of the parameters drawn from the prior.
+
+    Returns
+    -------
+    dict
+        ``latent_s_per_member``, ``full_s_per_member`` and their ``ratio`` (full / latent).
+
+    Examples
+    --------
+    >>> import xldensf as xl
+    >>> from xldensf.surrogate import fit
+    >>> runs = xl.simulate("lorenz96", runs=3, seed=0, preset="small", n_outputs=4)
+    >>> surrogate = fit(runs, ["F"], steps=2, finetune_steps=0, seed=0, progress=False)
+    >>> times = prediction_step_seconds(surrogate, xl.simulator("lorenz96", preset="small"),
+    ...                                 members=4, repeats=1)
+    >>> sorted(times)
+    ['full_s_per_member', 'latent_s_per_member', 'ratio']
+    """
+    generator = torch.Generator().manual_seed(seed)
+    parameters = full_model.draw_parameters(members, generator)
+    interval = float(full_model.output_times[1] - full_model.output_times[0])
+    state = full_model.initial_state(parameters, generator)
+    normalized = latent_model.normalize_parameters(
+        parameters.to(dtype=latent_model.dtype, device=latent_model.device))
+    latent = latent_model.unroll(normalized, 1)[..., 0, :]
+    full = _median_seconds(lambda: full_model.advance(state, parameters, 0.0, interval),
+                           repeats)
+    surrogate = _median_seconds(lambda: latent_model.advance(latent, normalized, 1), repeats)
+    return {"latent_s_per_member": surrogate / members, "full_s_per_member": full / members,
+            "ratio": full / surrogate}
+
+
+def _time_mean(values: np.ndarray) -> float:
+    """Mean over the frames after the first (frame 0 is the prior time)."""
+    values = np.asarray(values, dtype=float)[1:]
+    return float(np.nanmean(values)) if np.isfinite(values).any() else math.nan
+
+
+def scored_variables(case: str, full_model: Simulator) -> list[str]:
+    """The model's variables, then the anomalies of
+    :data:`~xldensf.experiments.settings.ANOMALY_VARIABLES`.
+
+    Parameters
+    ----------
+    case
+        The benchmark case.
+    full_model
+        Its simulator.
+
+    Returns
+    -------
+    list of str
+        Names scored by the benchmark.
+
+    Examples
+    --------
+    >>> import xldensf as xl
+    >>> scored_variables("atmosphere", xl.simulator("atmosphere", preset="small"))
+    ['h', 'u', 'v', 'h_anomaly']
+    """
+    return list(full_model.variables) + [f"{name}_anomaly"
+                                         for name in ANOMALY_VARIABLES.get(case, ())]
+
+
+def _score(analysis: xr.Dataset, truth: xr.Dataset, variables: Sequence[str],
+           widths: dict[str, float], seconds: float) -> dict[str, Any]:
+    """The recorded numbers of one analysis against its truth (JSON-ready)."""
+    anomalies = [name.removesuffix("_anomaly") for name in variables
+                 if name.endswith("_anomaly")]
+    if anomalies:
+        analysis, truth = spatial_anomaly(analysis, anomalies), spatial_anomaly(truth, anomalies)
+    relative = relative_rmse(analysis, truth, list(variables))
+    ratio = spread_skill_ratio(analysis, truth, list(variables))
+    errors = parameter_error(analysis, truth, list(widths), ranges=widths)
+    cycles = analysis.sizes["time"]
+    record: dict[str, Any] = {
+        "relative_rmse": {name: relative[name].values.tolist() for name in variables},
+        "final": {name: float(relative[name].values[-1]) for name in variables},
+        "mean": {name: _time_mean(relative[name].values) for name in variables},
+        "spread_skill": {name: _time_mean(ratio[name].values) for name in variables},
+        "parameter_error": {name: float(errors[name].values[-1]) for name in widths},
+        "seconds": seconds,
+        "seconds_per_cycle": seconds / cycles,
+        "cycles": cycles,
+    }
+    phases = {key.removeprefix("xldensf_seconds_"): float(value)
+              for key, value in analysis.attrs.items() if key.startswith("xldensf_seconds_")}
+    # The filter proper (forecast + analysis) without writing the members on the grid, where
+    # the method records its phases (LD-EnSF decodes every member at every point for the
+    # output; a full-space filter's state already is the gridded output).
+    filter_seconds = phases["forecast"] + phases["analysis"] if phases else seconds
+    record["filter_seconds_per_cycle"] = filter_seconds / cycles
+    if phases:
+        record["phases"] = phases
+    return record
+
+
+def _resolve_model(case: str, setting: BenchmarkSetting, model: Any, stations: int,
+                   output: Path | None, seed: int, progress: bool) -> tuple[Any, str]:
+    """The surrogate: given, shipped with the package, or trained here (and saved)."""
+    if isinstance(model, LatentModel):
+        return model, "given"
+    if model is not None:
+        return load_model(model), str(model)
+    shipped = shipped_model_path(case, setting.preset)
+    if shipped is not None:
+        return load_model(shipped), f"shipped: {shipped.name}"
+    logger.info("xldensf benchmark: no surrogate given or shipped for %s/%s; training one "
+                "on %d runs with %d encoder stations", case, setting.preset,
+                setting.training_runs, stations)
+    runs = simulate(case, runs=setting.training_runs, seed=seed, preset=setting.preset,
+                    dtype="float32", progress=progress)
+    names = list(simulator(case, preset=setting.preset).parameter_names)
+    trained = fit(runs, names, stations=stations, preset=setting.preset, seed=seed,
+                  progress=progress)
+    if output is None:
+        return trained, "trained (not saved)"
+    path = output / f"{case}_{setting.preset}.ldensf"
+    trained.save(path)
+    return trained, f"trained: {path}"
+
+
+def _check_model(model: Any, full_model: Simulator) -> None:
+    meta = model.metadata
+    if sorted(meta.variables) != sorted(full_model.variables):
+        raise ConfigurationError(expected_found(
+            f"surrogate variables of the {full_model.case} case", sorted(full_model.variables),
+            sorted(meta.variables)))
+    if list(meta.parameters) != list(full_model.parameter_names):
+        raise ConfigurationError(expected_found(
+            f"surrogate parameters of the {full_model.case} case",
+            list(full_model.parameter_names), list(meta.parameters)))
+    if meta.grid_shape is None or tuple(meta.grid_shape) != tuple(full_model.grid_shape):
+        raise ConfigurationError(expected_found(
+            "surrogate grid (train the surrogate on the benchmark preset)",
+            tuple(full_model.grid_shape), meta.grid_shape))
+
+
+def _layouts(model: Any, full_model: Simulator, stations: int,
+             seed: int) -> dict[str, Any]:
+    """Station layouts: the trained one (the encoder's, else regular) and an unseen one."""
+    if model.encoder is not None and model.metadata.stations is not None:
+        trained: Any = encoder_layout(model)
+    else:
+        per_dim = round(stations ** (1.0 / len(full_model.grid_shape)))
+        trained = "x".join([str(per_dim)] * len(full_model.grid_shape))
+    return {"trained": trained, "unseen": stations, "unseen_seed": seed}
+
+
+def _run_method(method: str, truth: xr.Dataset, observations: dict[str, xr.Dataset],
+                latent_model: Any, full_model: Simulator, setting: BenchmarkSetting,
+                filter_settings: dict[str, dict[str, Any]], seed: int,
+                widths: dict[str, float]) -> dict[str, Any]:
+    """One method on one truth: its scores, or the reason it did not run."""
+    if method.startswith("ld-ensf"):
+        likelihood = "encoder" if method == "ld-ensf-encoder" else "decoder"
+        if likelihood == "encoder" and latent_model.encoder is None:
+            return {"failure": "skipped: the surrogate has no encoder"}
+        layout = "unseen" if method.endswith("unseen") else "trained"
+
+        def analyse() -> xr.Dataset:
+            return observations[layout].ldensf.assimilate(
+                latent_model, members=setting.members, likelihood=likelihood, seed=seed,
+                progress=False)
+    else:
+        def analyse() -> xr.Dataset:
+            return observations["trained"].ldensf.assimilate(
+                full_model, method=method, members=setting.members, seed=seed,
+                progress=False, **filter_settings[method])
+    start = time.perf_counter()
+    try:
+        analysis = analyse()
+    except XLDEnSFError as error:  # a diverged filter is a result, not a crash
+        return {"failure": f"{type(error).__name__}: {error}"}
+    seconds = time.perf_counter() - start
+    return _score(analysis, truth, scored_variables(full_model.case, full_model), widths,
+                  seconds)
+
+
+def summarize_runs(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Means over the truths that ran (NaN-free lists for JSON).
+
+    Parameters
+    ----------
+    records
+        The per-truth records of one method (``failure`` records are left out).
+
+    Returns
+    -------
+    dict
+        ``runs`` (how many ran) and, if any ran, the means of ``final``, ``mean``,
+        ``spread_skill``, ``parameter_error``, the times per cycle and the error curves.
+
+    Examples
+    --------
+    >>> summarize_runs([{"failure": "diverged"}])
+    {'runs': 0}
+    """
+    ran = [record for record in records if "failure" not in record]
+    if not ran:
+        return {"runs": 0}
+    summary: dict[str, Any] = {"runs": len(ran)}
+    for key in ("final", "mean", "spread_skill", "parameter_error"):
+        names = ran[0][key]
+        summary[key] = {name: float(np.mean([record[key][name] for record in ran]))
+                        for name in names}
+    for key in ("seconds_per_cycle", "filter_seconds_per_cycle"):
+        summary[key] = float(np.mean([record[key] for record in ran]))
+    curves = np.array([[record["relative_rmse"][name] for name in record["relative_rmse"]]
+                       for record in ran])
+    summary["relative_rmse"] = dict(zip(ran[0]["relative_rmse"],
+                                        curves.mean(axis=0).tolist(), strict=True))
+    return summary
+
+
+def _resolve_setting(case: str, quick: bool, truths: int | None, members: int | None,
+                     methods: Sequence[str] | None) -> tuple[BenchmarkSetting, list[str]]:
+    """The setting with its overrides, and the methods, checked."""
+    check_name("case", case, sorted(BENCHMARK_CASES))
+    methods = list(METHODS if methods is None else methods)
+    for method in methods:
+        check_name("method", method, METHODS)
+    overrides = {key: value for key, value in (("truths", truths), ("members", members))
+                 if value is not None}
+    setting = dataclasses.replace(SETTINGS["quick" if quick else "paper"], **overrides)
+    if setting.truths < 1 or setting.members < 2:
+        raise ConfigurationError(expected_found("truths >= 1 and members >= 2",
+                                                "both", (setting.truths, setting.members)))
+    return setting, methods
+
+
+def _run_truths(case: str, setting: BenchmarkSetting, methods: list[str], latent_model: Any,
+                full_model: Simulator, layouts: dict[str, Any], widths: dict[str, float],
+                seed: int, progress: bool) -> tuple[dict[str, list[dict[str, Any]]],
+                                                    list[dict[str, float]], int]:
+    """Every method on every held-out truth: the records per method, the truths'
+    parameters and the number of stations observed on the trained layout."""
+    frames = len(latent_model.metadata.times)  # truths span the surrogate's training frames
+    filter_settings = BENCHMARK_CASES[case]
+    records: dict[str, list[dict[str, Any]]] = {method: [] for method in methods}
+    truth_parameters = []
+    observed = 0
+    for index in range(setting.truths):
+        truth = simulate(case, runs=1, seed=TRUTH_SEED_OFFSET + seed + index,
+                         preset=setting.preset, progress=progress,
+                         n_outputs=frames).isel(run=0)
+        truth_parameters.append({name: float(truth[name]) for name in widths})
+        observations = {
+            "trained": truth.ldensf.observe(stations=layouts["trained"], noise=setting.noise,
+                                            seed=seed + index),
+            "unseen": truth.ldensf.observe(stations=layouts["unseen"], noise=setting.noise,
+                                           seed=layouts["unseen_seed"] + index),
+        }
+        observed = observations["trained"].sizes["station"]
+        for method in methods:
+            record = _run_method(method, truth, observations, latent_model, full_model,
+                                 setting, filter_settings, seed + index, widths)
+            record["truth"] = index
+            records[method].append(record)
+            if progress:
+                final = record.get("final", record.get("failure"))
+                logger.info("  truth %d/%d %s: %s", index + 1, setting.truths, method, final)
+    return records, truth_parameters, observed
+
+
+def run_benchmark(case: str = "tsunami", *, quick: bool = True, truths: int | None = None,
+                  members: int | None = None, methods: Sequence[str] | None = None,
+                  model: Any = None, seed: int = 0, output: str | Path | None = None,
+                  progress: bool = True) -> dict[str, Any]:
+    """Run the LD-EnSF benchmark of one case; optionally write JSON and markdown.
+
+    Parameters
+    ----------
+    case
+        ``"tsunami"``, ``"atmosphere"``, ``"kolmogorov"`` or ``"lorenz96"``.
+    quick
+        The quick setting (small presets, 3 truths, minutes on a CPU) instead of the
+        paper setting (paper grids, 10 truths; train the surrogate on a GPU).
+    truths, members
+        Overrides of the setting's number of held-out truths and ensemble size.
+    methods
+        Subset of :data:`~xldensf.experiments.settings.METHODS` (default: all).
+    model
+        A :class:`~xldensf.surrogate.LatentModel`, a path to one, or ``None``: the model
+        shipped for the case and preset, else one trained here (saved in ``output``).
+    seed
+        Seed of the benchmark: truths use ``1000 + seed + i``, the stations, noise and
+        filters ``seed + i``.
+    output
+        Directory for ``ldensf_<case>_<setting>.json`` and ``.md``; ``None`` writes nothing.
+    progress
+        Progress bars (simulation, training) and one ``logging`` line (level INFO, logger
+        ``xldensf.experiments.benchmark``) per truth and method.
+
+    Returns
+    -------
+    dict
+        Settings, per-method records per truth and their means, and the prediction-step
+        timing.
+
+    Raises
+    ------
+    UnknownNameError
+        Unknown case or method.
+    ConfigurationError
+        Fewer than one truth or two members; a surrogate of another case or grid.
+
+    Examples
+    --------
+    >>> import xldensf as xl
+    >>> from xldensf.surrogate import fit
+    >>> runs = xl.simulate("lorenz96", runs=4, seed=0, preset="small", n_outputs=4)
+    >>> surrogate = fit(runs, ["F"], steps=2, finetune_steps=0, seed=0, progress=False)
+    >>> result = run_benchmark("lorenz96", model=surrogate, truths=1, members=4,
+    ...                        methods=["ld-ensf-decoder", "enkf"], progress=False)
+    >>> sorted(result["methods"])
+    ['enkf', 'ld-ensf-decoder']
+    """
+    setting, methods = _resolve_setting(case, quick, truths, members, methods)
+    seed = resolve_seed(seed)
+    output_dir = Path(output) if output is not None else None
+    if output_dir is not None:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    full_model = simulator(case, preset=setting.preset, progress=False)
+    stations = regular_station_count(full_model.grid_shape, setting.density)
+    latent_model, model_source = _resolve_model(case, setting, model, stations, output_dir,
+                                                 seed, progress)
+    _check_model(latent_model, full_model)
+    layouts = _layouts(latent_model, full_model, stations, seed + UNSEEN_LAYOUT_SEED_OFFSET)
+    widths = {spec.name: spec.prior_high - spec.prior_low for spec in full_model.parameter_specs}
+    records, truth_parameters, observed = _run_truths(
+        case, setting, methods, latent_model, full_model, layouts, widths, seed, progress)
+
+    grid_points = int(np.prod(full_model.grid_shape))
+    timing = prediction_step_seconds(latent_model, full_model, setting.members, seed=seed)
+    results: dict[str, Any] = {
+        "case": case, "setting": setting.__dict__, "model": model_source,
+        "variables": scored_variables(case, full_model), "parameters": widths,
+        "stations": {"trained": int(observed), "unseen": stations,
+                     "grid_points": grid_points, "fraction": observed / grid_points},
+        "truth_parameters": truth_parameters, "seed": seed,
+        "filter_settings": {method: BENCHMARK_CASES[case].get(method, {})
+                            for method in methods},
+        "methods": {method: {"runs": records[method], "summary": summarize_runs(records[method])}
+                    for method in methods},
+        "prediction_step": timing,
+        "environment": {"xldensf": __version__, "torch": torch.__version__,
+                        "threads": torch.get_num_threads(), "python": platform.python_version(),
+                        "machine": platform.machine()},
+    }
+    if output_dir is not None:
+        write_report(results, output_dir)
+    return results

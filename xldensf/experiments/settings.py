@@ -1,0 +1,177 @@
+"""The settings tables of the LD-EnSF benchmark and demo: cases x filter settings.
+
+The setting is the one of LD-EnSF (Xiao, Si & Chen, "LD-EnSF: Synergizing latent dynamics
+with ensemble score filters for fast data assimilation with sparse observations", ICLR
+2026, arXiv 2411.19305): about 0.44 % of the grid observed, 10 % observation noise,
+20 members. Where a number is expected to be reproduced, a comment says which and where
+it is recorded (``docs/benchmarks.md``, ``benchmarks/results/``).
+
+Examples
+--------
+>>> from xldensf.experiments import regular_station_count
+>>> regular_station_count((64, 64))     # 0.44 % of 4096 points, as a regular layout
+16
+>>> regular_station_count((150, 150))   # the paper's 10 x 10
+100
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "ANOMALY_VARIABLES",
+    "BENCHMARK_CASES",
+    "LETKF_RADIUS",
+    "METHODS",
+    "PAPER_DENSITY",
+    "SETTINGS",
+    "TRUTH_SEED_OFFSET",
+    "UNSEEN_LAYOUT_SEED_OFFSET",
+    "BenchmarkSetting",
+    "regular_station_count",
+    "shipped_model_path",
+]
+
+#: Observed fraction of the grid in the paper's setting (10 x 10 stations on 150 x 150;
+#: LD-EnSF paper, experiments section).
+PAPER_DENSITY = 100 / 150**2
+#: Seeds of the held-out truths start here (training runs use seed 0 and below 1000).
+TRUTH_SEED_OFFSET = 1000
+#: Seed of the random "unseen" layout (offset from the benchmark seed).
+UNSEEN_LAYOUT_SEED_OFFSET = 7919
+
+#: Fields also scored as anomalies about their spatial mean (``<name>_anomaly``): their
+#: mean is large against their variation (see :func:`xldensf.metrics.spatial_anomaly`).
+ANOMALY_VARIABLES = {"atmosphere": ("h",)}
+
+#: Method names, in table order: LD-EnSF with the decoder likelihood (the package default),
+#: with the paper's encoder likelihood, with the decoder likelihood on a random layout the
+#: surrogate never saw; the full-space filters with the full-order model.
+METHODS = ("ld-ensf-decoder", "ld-ensf-encoder", "ld-ensf-decoder-unseen", "ensf", "enkf",
+           "letkf")
+
+#: LETKF localisation radius per case, in the grid's coordinate units: metres on the plane
+#: and the sphere, nondimensional on the Kolmogorov torus, grid index on Lorenz-96.
+#: Tsunami and atmosphere radii as tuned for the full-space baselines
+#: (``benchmarks/full_space_baselines.py``, ``docs/baselines.md``); Lorenz-96: radius 4
+#: of the Sakov & Oke (2008) LETKF configuration as run by DAPPER
+#: (``benchmarks/lorenz96_filters.py``), used only by the tests here; Kolmogorov: no
+#: published value, chosen here (no method tracks that flow from 4 stations).
+LETKF_RADIUS = {"tsunami": 150e3, "atmosphere": 1.5e6, "kolmogorov": 1.0, "lorenz96": 4.0}
+
+#: Full-space filter settings per case (the same but for the LETKF radius): EnKF and LETKF
+#: with multiplicative inflation 1.05 (``docs/baselines.md``), EnSF as in Bao, Zhang & Zhang
+#: (2024) with ``eps_alpha=0.05`` and 100 reverse-time steps. Expected on the quick tsunami
+#: (``benchmarks/results/ldensf_tsunami_quick.md``): the LETKF has the lowest final field
+#: error, the full-space EnSF stays near the free run (relative RMSE ~0.95), as the LD-EnSF
+#: paper reports for EnSF at this sparsity.
+BENCHMARK_CASES: dict[str, dict[str, dict[str, Any]]] = {
+    case: {"enkf": {"inflation": 1.05},
+           "letkf": {"inflation": 1.05, "localization": radius},
+           "ensf": {"eps_alpha": 0.05, "steps": 100}}
+    for case, radius in LETKF_RADIUS.items()
+}
+
+
+@dataclass(frozen=True)
+class BenchmarkSetting:
+    """Sizes of one benchmark setting.
+
+    Parameters
+    ----------
+    name
+        ``"quick"`` (small presets, CPU minutes) or ``"paper"`` (paper grids; a GPU).
+    preset
+        Simulator and surrogate preset.
+    truths
+        Held-out truths per method.
+    members, noise, density
+        Ensemble size, relative observation noise, observed fraction of the grid.
+    training_runs
+        Runs simulated to train a surrogate when none is given or shipped.
+
+    Examples
+    --------
+    >>> from xldensf.experiments import SETTINGS
+    >>> SETTINGS["quick"].members, SETTINGS["quick"].noise
+    (20, 0.1)
+    """
+
+    name: str
+    preset: str
+    truths: int
+    members: int = 20
+    noise: float = 0.1
+    density: float = PAPER_DENSITY
+    training_runs: int = 60
+
+
+#: The two settings of the command line: ``--quick`` and the default (paper).
+#: Paper setting (LD-EnSF paper, experiments section): paper grids, 20 members, 10 % noise,
+#: 0.44 % of the grid observed; the paper's poster gives prediction-step speed-ups of the
+#: latent over the full model of 4e2 (tsunami), 5e3 (atmosphere) and 2e5 (Kolmogorov) on a
+#: GPU. Quick setting: small presets, 3 truths; its recorded numbers are in
+#: ``benchmarks/results/ldensf_<case>_quick.md`` (tsunami prediction-step ratio ~270).
+SETTINGS = {
+    "quick": BenchmarkSetting("quick", "small", truths=3),
+    "paper": BenchmarkSetting("paper", "paper", truths=10, training_runs=200),
+}
+
+
+def regular_station_count(grid_shape: Sequence[int], density: float = PAPER_DENSITY) -> int:
+    """Stations of the regular layout, ``n`` per grid dimension, closest to ``density`` of
+    the grid (at least 2 per dimension).
+
+    Parameters
+    ----------
+    grid_shape
+        Grid points per dimension.
+    density
+        Observed fraction of the grid (default: the paper's, 10 x 10 on 150 x 150).
+
+    Returns
+    -------
+    int
+        ``n ** len(grid_shape)``.
+
+    Examples
+    --------
+    >>> regular_station_count((32, 64))     # 3 x 3 = 0.44 % of 2048
+    9
+    >>> regular_station_count((40,))        # at least 2 per dimension
+    2
+    """
+    points = float(np.prod(grid_shape))
+    per_dim = max(2, round((density * points) ** (1.0 / len(grid_shape))))
+    return int(per_dim ** len(grid_shape))
+
+
+def shipped_model_path(case: str = "tsunami", preset: str = "small") -> Path | None:
+    """Path of the surrogate shipped in ``xldensf/data/models`` for a case and preset.
+
+    Parameters
+    ----------
+    case, preset
+        Simulator case and preset (default: the small tsunami of the demo).
+
+    Returns
+    -------
+    pathlib.Path or None
+        The model file, or ``None`` if the package ships none for that case and preset.
+
+    Examples
+    --------
+    >>> shipped_model_path("tsunami", "small").name
+    'tsunami_small.ldensf'
+    >>> shipped_model_path("kolmogorov", "paper") is None
+    True
+    """
+    path = Path(str(resources.files("xldensf") / "data" / "models" / f"{case}_{preset}.ldensf"))
+    return path if path.is_file() else None
