@@ -7,7 +7,7 @@ import pytest
 import xarray as xr
 
 import xldensf as xl
-from xldensf import relief
+from xldensf.simulators import relief
 from xldensf.relief import EARTH_RADIUS, etopo_path, load_relief, regional_depth
 
 
