@@ -120,6 +120,18 @@ def test_shipped_model_stations_are_the_regular_layout(tsunami_runs):
 def test_one_earth_radius():
     assert EARTH_RADIUS == sphere.EARTH_RADIUS == 6.37122e6
     assert observations.EARTH_RADIUS is EARTH_RADIUS and relief.EARTH_RADIUS is EARTH_RADIUS
+
+
+def test_old_import_paths_still_work():
+    from xldensf import geometry
+
+    for name in ("GridAxis", "GridGeometry", "InterpolationOperator", "StationPositions",
+                 "random_layout", "regular_layout"):
+        assert getattr(observations, name) is getattr(geometry, name)
+    assert relief.regional_depth is simulators_relief.regional_depth
+
+
+def test_paper_basin_defaults_of_the_relief_match_the_simulator():
     assert simulators_relief.PAPER_SHAPE == (TsunamiConfig.paper().ny, TsunamiConfig.paper().nx)
     assert simulators_relief.PAPER_LENGTH == (TsunamiConfig.paper().length_y,
                                               TsunamiConfig.paper().length_x)

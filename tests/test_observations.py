@@ -11,14 +11,14 @@ import xarray as xr
 
 import xldensf as xl
 from xldensf.conventions import units
-from xldensf.observations import (
+from xldensf.geometry import (
     EARTH_RADIUS,
     GridGeometry,
     InterpolationOperator,
-    observe,
     random_layout,
     regular_layout,
 )
+from xldensf.observations import observe
 
 # Interpolation is a weighted sum of at most four float64 numbers: results agree with the
 # analytic value to a few ulps of the field's magnitude (~1e3 here), hence 1e-9 absolute.
