@@ -11,14 +11,14 @@ import xarray as xr
 
 import xldensf as xl
 from xldensf.conventions import units
-from xldensf.observations import (
+from xldensf.geometry import (
     EARTH_RADIUS,
     GridGeometry,
     InterpolationOperator,
-    observe,
     random_layout,
     regular_layout,
 )
+from xldensf.observations import observe
 
 # Interpolation is a weighted sum of at most four float64 numbers: results agree with the
 # analytic value to a few ulps of the field's magnitude (~1e3 here), hence 1e-9 absolute.
@@ -241,14 +241,17 @@ def test_random_layout_is_uniform_inside_the_domain_and_reproducible():
 
 def test_regular_layout_matches_the_string_form():
     data = planar_dataset()
-    layout = regular_layout(data, 10, 10)
-    assert layout.sizes["station"] == 100 and layout.attrs["xldensf_layout"] == "regular 10x10"
-    np.testing.assert_allclose(np.unique(layout.x), 0.5 + np.arange(10))  # cell centres
-    np.testing.assert_allclose(np.unique(layout.y), -3.0 + 0.4 + 0.8 * np.arange(10))
-    by_string = observe(data, "10x10", noise=0.0)
+    layout = regular_layout(data, 4, 3)
+    assert layout.sizes["station"] == 12 and layout.attrs["xldensf_layout"] == "regular 4x3"
+    # on grid points: the interior points of 5 (4) equal index gaps of the 6 x (5 y) points
+    np.testing.assert_allclose(np.unique(layout.x), [1.0, 2.5, 4.0, 7.0])
+    np.testing.assert_allclose(np.unique(layout.y), [-1.0, 0.0, 2.0])
+    by_string = observe(data, "4x3", noise=0.0)
     by_layout = observe(data, layout, noise=0.0)
     np.testing.assert_array_equal(by_string["eta"].values, by_layout["eta"].values)
-    assert by_string.attrs["xldensf_layout"] == "regular 10x10"
+    assert by_string.attrs["xldensf_layout"] == "regular 4x3"
+    with pytest.raises(xl.ParameterError, match="at most 4 on a bounded axis"):
+        regular_layout(data, 5, 3)  # two stations would share a grid point
     # The paper's 0.44%: 100 stations on a 150 x 150 grid.
     assert 100 / 150**2 == pytest.approx(0.0044, abs=5e-5)
 

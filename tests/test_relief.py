@@ -7,8 +7,8 @@ import pytest
 import xarray as xr
 
 import xldensf as xl
-from xldensf import relief
 from xldensf.relief import EARTH_RADIUS, etopo_path, load_relief, regional_depth
+from xldensf.simulators import relief
 
 
 def test_shipped_etopo60_is_found_and_is_cf():

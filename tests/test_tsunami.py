@@ -16,7 +16,7 @@ import torch
 import xarray as xr
 
 import xldensf as xl
-from xldensf.relief import regional_depth
+from xldensf.simulators.relief import regional_depth
 from xldensf.simulators.tsunami import TsunamiConfig, cell_centres
 
 CENTRES = {"x0": [-2.0e5, -3.5e5], "y0": [-1.0e5, -4.0e5]}

@@ -45,7 +45,7 @@ from .conventions import (
 )
 from .errors import ConfigurationError, DataError, UnknownNameError, expected_found
 from .filters import FILTERS, cycle, get_filter
-from .observations import GridGeometry, InterpolationOperator, StationPositions
+from .geometry import GridGeometry, InterpolationOperator, StationPositions
 from .options import resolve_seed
 from .simulators.base import Simulator
 

@@ -67,7 +67,7 @@ from .conventions import MEMBER_DIM, convert_values, coordinate_attrs
 from .errors import ConfigurationError, DataError, XLDEnSFError, check_name, expected_found
 from .filters import cycle, get_filter
 from .filters.base import ObservationOperator
-from .observations import GridGeometry
+from .geometry import GridGeometry
 from .options import resolve_seed
 from .surrogate import LatentModel
 from .surrogate.dataset import forecast_points, frame_indices

@@ -38,7 +38,19 @@ from tqdm.auto import tqdm
 from ..errors import ConfigurationError, ParameterError, expected_found
 from ..options import progress_enabled, resolve_device, resolve_dtype
 
-__all__ = ["ParameterSpec", "CoordinateSpec", "Simulator"]
+__all__ = ["ParameterSpec", "CoordinateSpec", "Simulator", "cell_centres"]
+
+
+def cell_centres(n_cells: int, length: float) -> np.ndarray:
+    """Cell-centre coordinates [m] of ``n_cells`` equal cells spanning ``[-L/2, L/2]``.
+
+    Examples
+    --------
+    >>> cell_centres(4, 4.0)
+    array([-1.5, -0.5,  0.5,  1.5])
+    """
+    spacing = length / n_cells
+    return (np.arange(n_cells) + 0.5) * spacing - 0.5 * length
 
 
 @dataclass(frozen=True)
@@ -114,6 +126,10 @@ class Simulator(ABC):
     grid_dims: ClassVar[tuple[str, ...]]
     #: Unit of the time coordinate ("s" or "1" for nondimensional models).
     time_units: ClassVar[str] = "s"
+    #: Grid dimensions that are periodic (wrap around), e.g. ``("k",)`` for the Lorenz-96
+    #: ring; empty for a bounded domain. Written to the ``xldensf_periodic`` attribute of
+    #: simulated Datasets and read by :class:`xldensf.geometry.GridGeometry`.
+    periodic_dims: ClassVar[tuple[str, ...]] = ()
 
     def __init__(
         self,

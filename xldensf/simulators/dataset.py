@@ -79,7 +79,9 @@ def trajectory_to_dataset(
     """Wrap frames ``(runs, time, n_variables, *grid)`` as a CF Dataset.
 
     Dims are ``(run, time, *grid_dims)``; parameters become coordinates along ``run``
-    with units; attrs record case, preset, config, seed and the package version.
+    with units; attrs record case, periodic dims (``xldensf_periodic``, the simulator's
+    :attr:`~xldensf.simulators.base.Simulator.periodic_dims`), preset, config, seed and the
+    package version.
     """
     frames_np = frames.detach().cpu().numpy()
     params_np = parameters.detach().cpu().numpy().astype(np.float64)
@@ -104,6 +106,7 @@ def trajectory_to_dataset(
         "title": f"xldensf {model.case} simulation",
         "source": f"xldensf {__version__} full-order simulator {type(model).__name__}",
         "xldensf_case": model.case,
+        "xldensf_periodic": " ".join(model.periodic_dims) or "none",
         "xldensf_preset": preset if preset is not None else "custom",
         "xldensf_config": json.dumps(model.config_dict(), sort_keys=True),
         "xldensf_seed": -1 if seed is None else int(seed),

@@ -155,6 +155,7 @@ class KolmogorovSimulator(Simulator):
     config_class = KolmogorovConfig
     variables = ("u", "v", "vorticity")
     grid_dims = ("y", "x")
+    periodic_dims = ("x", "y")
     time_units = "1"
 
     def __init__(self, config: KolmogorovConfig, **kwargs) -> None:

@@ -84,6 +84,7 @@ class Lorenz96Simulator(Simulator):
     config_class = Lorenz96Config
     variables = ("x",)
     grid_dims = ("k",)
+    periodic_dims = ("k",)
     time_units = "1"
 
     def validate_config(self) -> None:

@@ -209,6 +209,7 @@ class AtmosphereSimulator(Simulator):
     config_class = AtmosphereConfig
     variables = ("h", "u", "v")
     grid_dims = ("lat", "lon")
+    periodic_dims = ("lon",)
     time_units = "s"
 
     def __init__(self, config: AtmosphereConfig, **kwargs) -> None:

@@ -48,16 +48,15 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-import cf_xarray  # noqa: F401 - registers the .cf accessor used to find axes
 import numpy as np
 import torch
 import torch.nn.functional as F
-import xarray as xr
 
-from ..conventions import convert_values, coordinate_attrs
+from ..conventions import coordinate_attrs
 from ..errors import ConfigurationError, DataError, expected_found
 from . import register
-from .base import CoordinateSpec, ParameterSpec, Simulator
+from .base import CoordinateSpec, ParameterSpec, Simulator, cell_centres
+from .relief import depth_on_grid, is_labelled_array
 
 __all__ = [
     "TsunamiConfig",
@@ -83,7 +82,8 @@ class TsunamiConfig:
         Size of the basin [m]; it is centred on ``x = y = 0``.
     depth
         Still-water depth [m]: a number, or a DataArray on (or interpolated onto) the
-        model's ``(y, x)`` grid, e.g. from :func:`xldensf.relief.regional_depth`. Every
+        model's ``(y, x)`` grid, e.g. from :func:`xldensf.simulators.relief.regional_depth`
+        (read by :func:`xldensf.simulators.relief.depth_on_grid`). Every
         value must be positive.
     gravity
         Gravitational acceleration g [m s-2].
@@ -117,7 +117,7 @@ class TsunamiConfig:
     ny: int = 150
     length_x: float = 1.0e6
     length_y: float = 1.0e6
-    depth: xr.DataArray | float = 100.0
+    depth: Any = 100.0
     gravity: float = 9.81
     f0: float = 1.0e-4
     beta: float = 2.0e-11
@@ -144,18 +144,6 @@ class TsunamiConfig:
         (8 steps of 106 s between frames, 51 frames); seconds on one CPU core."""
         steps_ratio = 40 / 8  # the paper's 40 steps per frame become 8
         return cls(nx=64, ny=64, cfl=0.1 * steps_ratio * 64 / 150, output_every=8)
-
-
-def cell_centres(n_cells: int, length: float) -> np.ndarray:
-    """Cell-centre coordinates [m] of ``n_cells`` equal cells spanning ``[-L/2, L/2]``.
-
-    Examples
-    --------
-    >>> cell_centres(4, 4.0)
-    array([-1.5, -0.5,  0.5,  1.5])
-    """
-    spacing = length / n_cells
-    return (np.arange(n_cells) + 0.5) * spacing - 0.5 * length
 
 
 def gaussian_bump(
@@ -280,6 +268,7 @@ class TsunamiSimulator(Simulator):
     config_class = TsunamiConfig
     variables = ("u", "v", "eta")
     grid_dims = ("y", "x")
+    periodic_dims = ()
     time_units = "s"
 
     def __init__(self, config: TsunamiConfig, **kwargs: Any) -> None:
@@ -344,7 +333,7 @@ class TsunamiSimulator(Simulator):
         """The still-water depth on the model grid ``(ny, nx)`` [m], checked positive."""
         depth = self.config.depth
         shape = (self.config.ny, self.config.nx)
-        if isinstance(depth, xr.DataArray):
+        if is_labelled_array(depth):
             values = depth_on_grid(depth, self._x_values, self._y_values)
         elif isinstance(depth, (int, float, np.floating, np.integer)) and not isinstance(
             depth, bool
@@ -487,55 +476,3 @@ class TsunamiSimulator(Simulator):
 def _compiled_step():
     """``forward_backward_step`` compiled once per process (shapes and dtypes specialise)."""
     return torch.compile(forward_backward_step, dynamic=False)
-
-
-def depth_on_grid(depth: xr.DataArray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Depth values [m] of a DataArray on the model cell centres ``(len(y), len(x))``.
-
-    The DataArray's x and y axes are found by CF meaning (``axis``, ``standard_name``) or
-    else by the names ``x``/``y``; coordinate and value units are converted to metres.
-    Values are linearly interpolated; model centres within half a cell outside the
-    DataArray's outermost centres take the edge value.
-
-    Examples
-    --------
-    >>> da = xr.DataArray(np.full((2, 2), 50.0), dims=("y", "x"),
-    ...                   coords={"x": [-1.0, 1.0], "y": [-1.0, 1.0]}, attrs={"units": "m"})
-    >>> depth_on_grid(da, np.array([0.0]), np.array([-1.5, 1.5]))
-    array([[50.],
-           [50.]])
-    """
-    axes = {}
-    for axis, name in (("X", "x"), ("Y", "y")):
-        found = depth.cf.axes.get(axis, [])
-        dims = [dim for dim in found if dim in depth.dims]
-        axes[name] = dims[0] if dims else name
-    if depth.ndim != 2 or set(axes.values()) != set(depth.dims):
-        raise DataError(expected_found("depth DataArray dims", "two: y and x (CF axes Y, X)",
-                                       depth.dims))
-    values_units = depth.attrs.get("units", "m")
-    targets = {}
-    for name, model_values in (("x", x), ("y", y)):
-        dim = axes[name]
-        if dim not in depth.coords:
-            raise DataError(expected_found(f"depth coordinate {dim!r}", "values in metres",
-                                           "no coordinate"))
-        source = convert_values(depth[dim].values.astype(np.float64),
-                                depth[dim].attrs.get("units", "m"), "m", f"units of {dim!r}")
-        low, high = source.min(), source.max()
-        half_cell = 0.5 * (high - low) / max(len(source) - 1, 1)
-        outside = (model_values < low - half_cell) | (model_values > high + half_cell)
-        if outside.any():
-            raise DataError(expected_found(
-                f"depth coordinate {dim!r} [m]",
-                f"covering the model grid {model_values.min():g} .. {model_values.max():g}",
-                f"{low:g} .. {high:g}"))
-        source_order = np.argsort(source)
-        targets[dim] = (source[source_order], np.clip(model_values, low, high), source_order)
-    ordered = depth.transpose(axes["y"], axes["x"]).values.astype(np.float64)
-    ordered = ordered[targets[axes["y"]][2]][:, targets[axes["x"]][2]]
-    interpolated = xr.DataArray(
-        ordered, dims=("y", "x"),
-        coords={"y": targets[axes["y"]][0], "x": targets[axes["x"]][0]},
-    ).interp(y=targets[axes["y"]][1], x=targets[axes["x"]][1])
-    return convert_values(interpolated.values, values_units, "m", "units of depth")

@@ -36,6 +36,7 @@ from ..errors import (
     check_name,
     expected_found,
 )
+from ..geometry.stations import regular_indices
 from ..io import json_safe
 from ..options import resolve_seed
 from .config import PAPER_SIZES, EncoderConfig, LDNetConfig
@@ -95,8 +96,15 @@ def _training_variables(dataset: xr.Dataset, variables: Sequence[str] | str | No
 
 
 def _station_indices(stations: Any, grid_dims: list[str], grid_values: list[np.ndarray],
-                     coordinate_units: list[str | None]) -> np.ndarray | None:
-    """Flat grid indices of the stations (nearest grid point of each station)."""
+                     coordinate_units: list[str | None],
+                     periodic: Sequence[bool] | None = None) -> np.ndarray | None:
+    """Flat grid indices of the stations (nearest grid point of each station).
+
+    A count ``n**d`` is the regular ``n x ... x n`` layout of
+    :func:`xldensf.geometry.stations.regular_indices`, the one that
+    ``observe(stations="nxn")`` uses; ``periodic`` says which grid dims wrap (default:
+    none, the bounded rule on every axis).
+    """
     if stations is None:
         return None
     shape = tuple(len(values) for values in grid_values)
@@ -106,10 +114,8 @@ def _station_indices(stations: Any, grid_dims: list[str], grid_values: list[np.n
             raise ConfigurationError(
                 expected_found("stations", f"a count n**{len(shape)} with n <= {min(shape)} "
                                "(a regular layout) or station coordinates", stations))
-        axes = [np.linspace(0, size - 1, per_dim + 2)[1:-1].round().astype(int)
-                for size in shape]
-        mesh = np.meshgrid(*axes, indexing="ij")
-        return np.ravel_multi_index([axis.ravel() for axis in mesh], shape)
+        indices = regular_indices(shape, [per_dim] * len(shape), periodic)
+        return np.ravel_multi_index(tuple(indices.T), shape)
     if not isinstance(stations, (Mapping, xr.Dataset)):
         raise ConfigurationError(expected_found("stations", "None, a count, or a mapping of "
                                                 "grid coordinate name -> values",
