@@ -12,6 +12,7 @@ import torch
 
 import xldensf as xl
 from xldensf import observations, relief
+from xldensf.assimilation import encoder_layout
 from xldensf.filters.localization import pairwise_distance
 from xldensf.geometry import (
     EARTH_RADIUS,
@@ -20,7 +21,6 @@ from xldensf.geometry import (
     regular_indices,
     regular_layout,
 )
-from xldensf.latent_assimilation import encoder_layout
 from xldensf.simulators import CASES, sphere
 from xldensf.simulators import relief as simulators_relief
 from xldensf.simulators.tsunami import TsunamiConfig

@@ -13,8 +13,8 @@ from test_surrogate_api import wave_dataset
 import xldensf as xl
 import xldensf.surrogate.decoder as latent_model_module
 from xldensf.errors import ConfigurationError
-from xldensf.filters.cycling import FilterDivergenceError
-from xldensf.latent_assimilation import (
+from xldensf.errors import FilterDivergenceError
+from xldensf.assimilation import (
     DEFAULT_LATENT_MARGIN,
     PHASES,
     encoder_layout,

@@ -41,8 +41,8 @@ import torch
 import xarray as xr
 
 from .._version import __version__
+from ..assimilation import encoder_layout
 from ..errors import ConfigurationError, XLDEnSFError, check_name, expected_found
-from ..latent_assimilation import encoder_layout
 from ..metrics import parameter_error, relative_rmse, spatial_anomaly, spread_skill_ratio
 from ..options import resolve_seed
 from ..simulators import Simulator, simulate, simulator

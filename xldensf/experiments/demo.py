@@ -33,9 +33,9 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from ..assimilation import encoder_layout
 from ..errors import ConfigurationError, expected_found
 from ..io import atomic_path, write_netcdf
-from ..latent_assimilation import encoder_layout
 from ..metrics import relative_rmse
 from ..plot import plot_analysis
 from ..simulators import simulate, simulator

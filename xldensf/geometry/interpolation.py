@@ -145,6 +145,27 @@ class InterpolationOperator:
         return torch.sparse_coo_tensor(torch.cat(blocks, dim=1), values.repeat(n_variables),
                                        size, check_invariants=True).coalesce()
 
+    def selection(self, variable_indices: list[int], n_state: int) -> torch.Tensor:
+        """Sparse ``(len(variable_indices) * n_stations, n_state)`` matrix observing the
+        listed variables of a variable-major flattened state of ``n_state`` components
+        (fields first; trailing components such as parameters are not observed).
+
+        Examples
+        --------
+        >>> import torch
+        >>> matrix = torch.tensor([[0.5, 0.5, 0.0]]).to_sparse()
+        >>> operator = InterpolationOperator(matrix, (3,))
+        >>> operator.selection([1], 7).to_dense()
+        tensor([[0.0000, 0.0000, 0.0000, 0.5000, 0.5000, 0.0000, 0.0000]])
+        """
+        n_grid = self.matrix.shape[1]
+        indices, values = self.matrix.indices(), self.matrix.values()
+        blocks = [indices + torch.tensor([[block * self.n_stations], [variable * n_grid]])
+                  for block, variable in enumerate(variable_indices)]
+        return torch.sparse_coo_tensor(
+            torch.cat(blocks, dim=1), values.repeat(len(variable_indices)),
+            (len(variable_indices) * self.n_stations, n_state), check_invariants=True).coalesce()
+
     def __repr__(self) -> str:
         return (f"InterpolationOperator(n_stations={self.n_stations}, "
                 f"grid_shape={self.grid_shape}, nnz={self.matrix._nnz()})")

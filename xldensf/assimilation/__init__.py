@@ -1,0 +1,169 @@
+"""Assimilation of station observations into a forecast model: one :func:`assimilate`.
+
+:func:`assimilate` (``obs.ldensf.assimilate(model, ...)``) reads a CF timeSeries observation
+Dataset (:mod:`~xldensf.assimilation.setup`), hands it to the adapter registered for the
+model's type, and returns the analysis ensemble as a Dataset in the observations' units
+(:mod:`~xldensf.assimilation.output`). Adapters:
+
+- a full-order simulator (``xl.simulator(case)``): :func:`assimilate_full_order`, filters
+  on the augmented state ``[fields, parameters]``;
+- a trained :class:`~xldensf.surrogate.LatentModel`: :func:`assimilate_latent`, LD-EnSF in
+  the surrogate's latent space, with the likelihoods of
+  :mod:`~xldensf.assimilation.likelihoods`.
+
+:func:`register_adapter` adds one for another model type.
+
+Examples
+--------
+>>> import xldensf as xl
+>>> truth = xl.simulate("lorenz96", runs=1, seed=1, preset="small", n_outputs=21).isel(run=0)
+>>> obs = truth.ldensf.observe(stations=20, noise=0.1, seed=0)
+>>> analysis = obs.ldensf.assimilate(xl.simulator("lorenz96", preset="small"),
+...                                  method="etkf", members=10, seed=0)
+>>> analysis["x"].dims
+('time', 'member', 'k')
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import xarray as xr
+
+from ..errors import ConfigurationError, expected_found
+from ..simulators.base import Simulator
+from ..surrogate import LatentModel
+from .full_order import FULL_ORDER_METHODS, assimilate_full_order
+from .latent import (
+    DEFAULT_LATENT_MARGIN,
+    LATENT_METHODS,
+    PHASES,
+    assimilate_latent,
+    latent_ensemble_dataset,
+    training_latent_box,
+)
+from .likelihoods import (
+    DEFAULT_LIKELIHOOD,
+    LIKELIHOODS,
+    default_likelihood,
+    encoder_layout,
+    latent_geometry,
+)
+from .output import EnsembleFields, analysis_dataset
+from .setup import ObservationProblem, observation_problem
+
+__all__ = [
+    "assimilate",
+    "register_adapter",
+    "ADAPTERS",
+    "assimilate_full_order",
+    "assimilate_latent",
+    "observation_problem",
+    "ObservationProblem",
+    "analysis_dataset",
+    "EnsembleFields",
+    "encoder_layout",
+    "latent_geometry",
+    "default_likelihood",
+    "training_latent_box",
+    "latent_ensemble_dataset",
+    "FULL_ORDER_METHODS",
+    "LATENT_METHODS",
+    "LIKELIHOODS",
+    "DEFAULT_LIKELIHOOD",
+    "DEFAULT_LATENT_MARGIN",
+    "PHASES",
+]
+
+Adapter = Callable[..., xr.Dataset]
+
+#: Forecast-model type -> its assimilation adapter, searched in order (first match wins).
+ADAPTERS: list[tuple[type, Adapter]] = [
+    (LatentModel, assimilate_latent),
+    (Simulator, assimilate_full_order),
+]
+
+
+def register_adapter(model_type: type, adapter: Adapter) -> None:
+    """Use ``adapter(observations, model, *, method, members, seed, progress, **settings)``
+    for models of ``model_type`` (checked before the built-in adapters).
+
+    Examples
+    --------
+    >>> class MyModel:
+    ...     pass
+    >>> register_adapter(MyModel, lambda observations, model, **settings: "analysed")
+    >>> assimilate(None, MyModel())
+    'analysed'
+    >>> _ = ADAPTERS.pop(0)  # undo the example
+    """
+    if not isinstance(model_type, type) or not callable(adapter):
+        raise ConfigurationError(expected_found("adapter registration", "a type and a callable",
+                                                (model_type, adapter)))
+    ADAPTERS.insert(0, (model_type, adapter))
+
+
+def assimilate(
+    observations: xr.Dataset,
+    model: Any,
+    *,
+    method: str | None = None,
+    members: int = 20,
+    seed: int | None = None,
+    progress: bool | None = None,
+    **settings: Any,
+) -> xr.Dataset:
+    """Assimilate station observations into ``model`` and return the analysis ensemble.
+
+    Parameters
+    ----------
+    observations
+        CF timeSeries Dataset, dims ``(time, station)`` (see
+        :func:`xldensf.observations.observe`); NaN values are skipped.
+    model
+        A full-order simulator (``xl.simulator(case, ...)``; see
+        :func:`assimilate_full_order` for its settings: ``prior``, ``prior_spread``,
+        ``obs_error``, ``return_forecasts``, filter settings such as ``inflation`` and
+        ``localization``), or a trained :class:`~xldensf.surrogate.LatentModel` for LD-EnSF
+        (see :func:`assimilate_latent`: ``likelihood``, ``obs_error``, ``latent_obs_std``,
+        ``parameter_jitter``, ``linearize``, ``latent_margin``, ``coords``,
+        ``return_latent``, ``return_forecasts``, sampler settings such as ``steps``).
+    method
+        ``"enkf"``, ``"etkf"``, ``"letkf"`` (default) or ``"ensf"`` with a simulator;
+        ``"ld-ensf"`` (default), ``"etkf"`` or ``"enkf"`` with a LatentModel.
+    members
+        Ensemble size (>= 2).
+    seed
+        Seed of the prior draw and of stochastic filters; recorded in the attrs.
+    progress
+        Progress bar over cycles; ``None`` follows :func:`xldensf.set_options`.
+    **settings
+        The adapter's settings (above).
+
+    Returns
+    -------
+    xarray.Dataset
+        Analysis members ``(time, member, *grid)`` in the observations' units, parameter
+        members ``(time, member)``, attrs recording method, settings, seed and version.
+
+    Raises
+    ------
+    ConfigurationError
+        A model of no registered type; a ``prior`` with a LatentModel (its prior is the
+        training range).
+    """
+    if isinstance(model, LatentModel) and "prior" in settings:
+        prior = settings.pop("prior")
+        if prior is not None:
+            raise ConfigurationError(expected_found("prior with a LatentModel", "None (the "
+                                                    "training range)", type(prior).__name__))
+    for model_type, adapter in ADAPTERS:
+        if isinstance(model, model_type):
+            if method is not None:
+                settings["method"] = method
+            return adapter(observations, model, members=members, seed=seed,
+                           progress=progress, **settings)
+    raise ConfigurationError(expected_found(
+        "model", "a full-order simulator (xl.simulator(...)) or a LatentModel",
+        type(model).__name__))

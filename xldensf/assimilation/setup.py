@@ -1,0 +1,208 @@
+"""What a run needs in tensors: the observations read into the model's units.
+
+:func:`observation_problem` reads a CF timeSeries observation Dataset (as made by
+:func:`xldensf.observations.observe`) into an :class:`ObservationProblem`: values and error
+standard deviations in the model's units, times in the model's time units, station positions
+in the grid's units. Every assimilation adapter starts from it.
+
+Examples
+--------
+>>> import xldensf as xl
+>>> truth = xl.simulate("lorenz96", runs=1, seed=1, preset="small", n_outputs=6).isel(run=0)
+>>> obs = truth.ldensf.observe(stations=4, noise=0.1, seed=0)
+>>> problem = observation_problem(obs, xl.simulator("lorenz96", preset="small"))
+>>> problem.variables, tuple(problem.values.shape)
+(('x',), (6, 4))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import cf_xarray  # noqa: F401  (registers ds.cf)
+import numpy as np
+import torch
+import xarray as xr
+
+from ..conventions import STATION_DIM, convert_values, variable_attrs
+from ..errors import ConfigurationError, DataError, UnknownNameError, expected_found
+from ..geometry import GridGeometry, StationPositions
+
+__all__ = ["ObservationProblem", "observation_problem", "check_members"]
+
+
+@dataclass
+class ObservationProblem:
+    """Observations as tensors in the model's units.
+
+    Attributes
+    ----------
+    variables
+        Observed variable names, in the order of the observation vector blocks.
+    times
+        Observation times in the model's time units, ``(n_cycles,)``.
+    values
+        ``(n_cycles, n_variables * n_stations)``, variable-major; NaN = missing.
+    obs_std
+        Error standard deviations of the same shape as ``values``.
+    positions
+        Station positions in the grid's units (fixed or moving).
+    observation_units
+        Units of each variable in the observation Dataset (the output units).
+    time_coordinate
+        The observation Dataset's time coordinate (returned unchanged in the output).
+    """
+
+    variables: tuple[str, ...]
+    times: np.ndarray
+    values: torch.Tensor
+    obs_std: torch.Tensor
+    positions: StationPositions
+    observation_units: dict[str, str]
+    time_coordinate: xr.DataArray
+
+    @property
+    def n_stations(self) -> int:
+        return self.positions.n_stations
+
+
+def _observed_variables(observations: xr.Dataset, time_name: str) -> list[str]:
+    ancillary = set()
+    for variable in observations.data_vars.values():
+        ancillary.update(str(variable.attrs.get("ancillary_variables", "")).split())
+    return [name for name, variable in observations.data_vars.items()
+            if STATION_DIM in variable.dims and time_name in variable.dims
+            and name not in ancillary]
+
+
+def _error_std(observations: xr.Dataset, name: str, obs_error: Any, units: str) -> float:
+    """Observation error standard deviation of ``name`` in ``units``."""
+    choice = obs_error.get(name) if isinstance(obs_error, Mapping) else obs_error
+    if choice is None:
+        ancillary = str(observations[name].attrs.get("ancillary_variables", "")).split()
+        if not ancillary or ancillary[0] not in observations:
+            raise DataError(expected_found(
+                f"error standard deviation of {name!r}",
+                "an ancillary variable (as written by observe) or obs_error=", "neither"))
+        std = observations[ancillary[0]]
+        if std.size != 1:
+            raise DataError(expected_found(f"{ancillary[0]} size", 1, std.size))
+        return float(convert_values(float(std), std.attrs.get("units", units), units,
+                                    f"units of {ancillary[0]}"))
+    if hasattr(choice, "units") and hasattr(choice, "magnitude"):
+        return float(np.asarray(choice.to(units).magnitude))
+    value = float(choice)
+    if not value > 0:
+        raise DataError(expected_found(f"obs_error for {name!r}", "a positive value", value))
+    return value
+
+
+def observation_problem(observations: xr.Dataset, model: Any, *, obs_error: Any = None,
+                        variables: tuple[str, ...] | None = None,
+                        variable_units: Mapping[str, str] | None = None,
+                        geometry: GridGeometry | None = None,
+                        time_units: str | None = None) -> ObservationProblem:
+    """Read an observation Dataset into tensors in the model's units.
+
+    Parameters
+    ----------
+    observations
+        CF timeSeries Dataset with dims ``(time, station)``.
+    model
+        The forecast model (its ``variables``, ``case``, ``time_units`` and grid are used
+        unless given explicitly).
+    obs_error
+        Override of the error standard deviation: a number (in each variable's observation
+        units), a pint Quantity, or a mapping variable -> either.
+    variables, variable_units, geometry, time_units
+        The model's variables, their units, its grid geometry and time units (defaults:
+        read from a full-order simulator).
+
+    Raises
+    ------
+    DataError
+        No ``station`` dim, no time axis, times before the prior, all values missing.
+    UnknownNameError
+        An observed variable that the model does not have.
+    UnitsError
+        Units that do not convert to the model's.
+    """
+    if not isinstance(observations, xr.Dataset) or STATION_DIM not in observations.dims:
+        found = sorted(observations.dims) if isinstance(observations, xr.Dataset) else type(
+            observations).__name__
+        raise DataError(expected_found("observation dims", "(time, station)", found))
+    if "T" not in observations.cf.axes:
+        raise DataError(expected_found("observation time axis", "a coordinate with CF axis T",
+                                       sorted(observations.coords)))
+    time_coordinate = observations.cf["T"]
+    time_name = time_coordinate.name
+    model_variables = tuple(variables if variables is not None else model.variables)
+    case = getattr(model, "case", None)
+    if variable_units is None:
+        variable_units = {name: variable_attrs(case, name)["units"] for name in model_variables}
+    geometry = geometry if geometry is not None else GridGeometry.from_simulator(model)
+    time_units = time_units if time_units is not None else model.time_units
+
+    observed = _observed_variables(observations, time_name)
+    if not observed:
+        raise DataError(expected_found("observed variables", "variables with dims (time, "
+                                       "station)", sorted(observations.data_vars)))
+    unknown = [name for name in observed if name not in model_variables]
+    if unknown:
+        raise UnknownNameError(expected_found("observed variables", list(model_variables),
+                                              unknown))
+    times = np.asarray(time_coordinate.values)
+    if np.issubdtype(times.dtype, np.timedelta64):
+        times = times / np.timedelta64(1, "s")
+        source_time_units = "s"
+    else:
+        source_time_units = time_coordinate.attrs.get("units", time_units)
+    if not np.issubdtype(np.asarray(times).dtype, np.number):
+        raise DataError(expected_found("observation times", "numbers or timedeltas since the "
+                                       "prior (datetimes are not supported)", times.dtype))
+    times = np.asarray(convert_values(np.asarray(times, dtype=np.float64), source_time_units,
+                                      time_units, "units of the observation times"))
+    if (times < 0).any():
+        raise DataError(expected_found("observation times", "times >= 0 (the prior is at 0)",
+                                       float(times.min())))
+    if (np.diff(times) < 0).any():
+        raise DataError(expected_found("observation times", "increasing", times.tolist()))
+
+    blocks, stds, units_out = [], [], {}
+    for name in observed:
+        variable = observations[name].transpose(time_name, STATION_DIM)
+        source_units = variable.attrs.get("units")
+        if source_units is None:
+            raise DataError(expected_found(f"units of observed {name!r}", "a units attribute",
+                                           None))
+        units_out[name] = source_units
+        target = variable_units[name]
+        blocks.append(convert_values(variable.values.astype(np.float64), source_units, target,
+                                     f"units of observed {name!r}"))
+        std = _error_std(observations, name, obs_error, source_units)
+        stds.append(np.full(variable.shape, float(convert_values(np.array(std), source_units,
+                                                                   target, "error units"))))
+    values = np.concatenate(blocks, axis=1)
+    if np.isnan(values).all():
+        raise DataError(expected_found("observation values", "at least one finite value",
+                                       "all missing (NaN)"))
+    positions = geometry.station_positions(observations, times=time_coordinate)
+    return ObservationProblem(
+        variables=tuple(observed), times=times, values=torch.as_tensor(values),
+        obs_std=torch.as_tensor(np.concatenate(stds, axis=1)), positions=positions,
+        observation_units=units_out, time_coordinate=time_coordinate)
+
+
+def check_members(members: Any) -> int:
+    """``members`` as an ``int`` if it is an integer >= 2 (an ensemble needs a spread).
+
+    Examples
+    --------
+    >>> check_members(20)
+    20
+    """
+    if isinstance(members, bool) or not isinstance(members, (int, np.integer)) or members < 2:
+        raise ConfigurationError(expected_found("members", "an integer >= 2", members))
+    return int(members)
