@@ -44,7 +44,8 @@ Likelihood scores (``likelihood``):
   damping ``h(t) = 1 - t``.
 
 The Jacobian products of a callable ``H`` come from :func:`torch.autograd.grad`.
-Samplers, ``K`` steps from ``t = 1`` (``Z_1 ~ N(0, I)``) to ``t = 0`` with ``dt = 1/K``:
+Samplers, ``K`` steps from ``t = 1`` (``Z_1 ~ N(0, I)``) to ``t = 0`` on the grid
+``t_k = (1 - k/K)^p`` (``p = time_power``; ``p = 1`` is the paper's ``dt = 1/K``):
 
     "sde" (Euler-Maruyama): Z <- Z - dt [b Z - sigma^2 S_post] + sqrt(dt) sigma xi,
     "ode" (probability flow): Z <- Z - dt [b Z - sigma^2 S_post / 2].
@@ -53,11 +54,13 @@ With ``center_noise`` the start and every increment ``xi`` are centred over the 
 (and rescaled by ``sqrt(M / (M - 1))``), which removes the sampler's own Monte Carlo error
 from the analysis mean of a linear-Gaussian problem.
 
-Stability: an explicit step is stable while ``1 - dt [b + sigma^2 kappa] >= -1`` for the
-largest curvature ``kappa`` of ``-S_post``: ``1 / beta^2`` from the prior, plus
-``h(t) lambda_max(J^T R^-1 J)`` for the damped likelihood. Settings that violate it are
-adapted (more steps, with a warning) or refused (``on_unstable="raise"``), naming the
-minimum number of steps.
+Stability: along the stiffest direction the explicit step multiplies a perturbation by
+``f_k = 1 - dt [b + sigma^2 kappa]`` (``1/2 sigma^2`` for the ODE), ``kappa`` the largest
+curvature of ``-S_post``: ``1 / beta^2`` from the prior, plus ``h(t) lambda_max(J^T R^-1 J)``
+for the damped likelihood (the Tweedie likelihood adds none for a linear-Gaussian
+problem). Settings whose amplification over the remaining steps, ``max_k prod_{j>=k}
+|f_j|``, exceeds :data:`MAX_GROWTH` are adapted (more steps, with a warning) or refused
+(``on_unstable="raise"``), naming the minimum number of steps.
 """
 
 from __future__ import annotations
@@ -98,35 +101,46 @@ def silverman_bandwidth(members: int, dimension: int) -> float:
     Examples
     --------
     >>> round(silverman_bandwidth(100, 1), 3)
-    0.456
+    0.422
     """
     h = (4.0 / ((dimension + 2) * members)) ** (1.0 / (dimension + 4))
     return min(h, 0.99)
 
 
-def _schedule_arrays(steps: int, eps_alpha: float, eps_beta: float
+def _schedule_arrays(steps: int, eps_alpha: float, eps_beta: float, power: float = 1.0
                      ) -> tuple[torch.Tensor, ...]:
-    """``(t, alpha, beta^2, b, sigma^2)`` at the ``steps`` sampler times (float64)."""
-    t = 1.0 - torch.arange(steps, dtype=torch.float64) / steps
+    """``(t, dt, alpha, beta^2, b, sigma^2)`` at the ``steps`` sampler times (float64).
+
+    The times are ``t_k = (1 - k / steps) ** power``, ``dt_k = t_k - t_{k+1}``.
+    """
+    grid = (1.0 - torch.arange(steps + 1, dtype=torch.float64) / steps) ** power
+    t, dt = grid[:-1], grid[:-1] - grid[1:]
     alpha = 1.0 - (1.0 - eps_alpha) * t
     beta2 = eps_beta + (1.0 - eps_beta) * t
     drift = -(1.0 - eps_alpha) / alpha
     diffusion2 = (1.0 - eps_beta) - 2.0 * drift * beta2
-    return t, alpha, beta2, drift, diffusion2
+    return t, dt, alpha, beta2, drift, diffusion2
 
 
-def _step_factor(steps: int, eps_alpha: float, eps_beta: float, curvature: float,
-                 damped: bool, ode: bool) -> float:
-    """Smallest linear amplification ``1 - dt (b + sigma^2 kappa)`` over the steps."""
-    t, _, beta2, drift, diffusion2 = _schedule_arrays(steps, eps_alpha, eps_beta)
+#: Largest amplification of a perturbation along the stiffest direction that counts as
+#: stable (the product of the step factors over the remaining steps).
+MAX_GROWTH = 10.0
+
+
+def _growth(steps: int, eps_alpha: float, eps_beta: float, curvature: float,
+            damped: bool, ode: bool, power: float = 1.0) -> float:
+    """``log max_k prod_{j >= k} |1 - dt_j (b_j + sigma_j^2 kappa_j)|`` over the steps."""
+    t, dt, _, beta2, drift, diffusion2 = _schedule_arrays(steps, eps_alpha, eps_beta, power)
     kappa = 1.0 / beta2 + ((1.0 - t) * curvature if damped else 0.0)
     weight = 0.5 if ode else 1.0
-    return float((1.0 - (drift + weight * diffusion2 * kappa) / steps).min())
+    logs = (1.0 - dt * (drift + weight * diffusion2 * kappa)).abs().log()
+    return float(torch.flip(torch.cumsum(torch.flip(logs, [0]), 0), [0]).max())
 
 
 def minimum_stable_steps(eps_alpha: float, eps_beta: float, curvature: float,
-                         damped: bool = True, ode: bool = False) -> int:
-    """The fewest sampler steps whose explicit updates are all stable.
+                         damped: bool = True, ode: bool = False, start: int = 10,
+                         power: float = 1.0) -> int:
+    """The fewest sampler steps, at least ``start``, whose explicit updates are all stable.
 
     Parameters
     ----------
@@ -139,22 +153,31 @@ def minimum_stable_steps(eps_alpha: float, eps_beta: float, curvature: float,
         curvature adds to the prior's); the Tweedie score does not add to it.
     ode
         Probability-flow sampler (half the score weight).
+    start
+        Smallest step count considered.
+    power
+        Time grid ``t_k = (1 - k / steps) ** power``.
 
     Examples
     --------
     >>> minimum_stable_steps(0.01, 0.0, 100.0)   # the reference code's latent settings
-    87
+    74
+    >>> minimum_stable_steps(0.01, 0.0, 400.0)   # sigma_obs 0.05 instead of 0.1
+    285
     """
     def stable(steps: int) -> bool:
-        return _step_factor(steps, eps_alpha, eps_beta, curvature, damped, ode) >= -1.0
+        return (_growth(steps, eps_alpha, eps_beta, curvature, damped, ode, power)
+                <= math.log(MAX_GROWTH))
 
-    high = 1
+    # Stability is not monotone in the step count at a handful of steps (the first step
+    # has no likelihood weight): search upward from ``start``.
+    high = max(1, start)
     while not stable(high):
         high *= 2
         if high > 4 * MAX_ADAPTED_STEPS:
             return high
-    low = high // 2
-    while high - low > 1:  # stable(high), not stable(low) (or low = 0)
+    low = max(start, high // 2) - 1
+    while high - low > 1:  # stable(high); not stable(low) or low below start
         middle = (low + high) // 2
         low, high = (low, middle) if stable(middle) else (middle, high)
     return high
@@ -212,8 +235,8 @@ class EnSF(EnsembleFilter):
     """Ensemble score filter.
 
     The defaults (Gaussian prior score from the ensemble's moments, likelihood of the
-    Tweedie estimate, centred sampler noise) approach the Bayesian posterior; the
-    reference code's configuration is :meth:`paper`.
+    Tweedie estimate, centred sampler noise, ``eps_alpha = 0.5``, a quadratic time grid)
+    approach the Bayesian posterior; the reference code's configuration is :meth:`paper`.
 
     Parameters
     ----------
@@ -244,6 +267,9 @@ class EnSF(EnsembleFilter):
         when ``steps`` is too few for a stable explicit sampler.
     memory_limit_gib
         Refuse analyses whose estimated working memory exceeds this many GiB.
+    time_power
+        Sampler times ``t_k = (1 - k / steps) ** time_power``: 1 is the uniform grid of the
+        paper, larger values put more steps near ``t = 0`` where the scores are stiffest.
     latent_scale, latent_obs_std
         Settings for a latent driver (the kernel does not read them): the factor applied
         to the latent state before the analysis and the latent observation error in
@@ -264,7 +290,7 @@ class EnSF(EnsembleFilter):
 
     name = "ensf"
     steps: int = 100
-    eps_alpha: float = 0.05
+    eps_alpha: float = 0.5
     eps_beta: float = 0.0
     prior_score: str = "gaussian"
     likelihood: str = "tweedie"
@@ -277,6 +303,7 @@ class EnSF(EnsembleFilter):
     memory_limit_gib: float = 8.0
     latent_scale: float = 1.0
     latent_obs_std: float | None = None
+    time_power: float = 2.0
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -298,6 +325,8 @@ class EnSF(EnsembleFilter):
                                                 self.bandwidth))
         if self.score_clip is not None and not self.score_clip > 0:
             raise ParameterError(expected_found("score_clip", "> 0 or None", self.score_clip))
+        if not self.time_power >= 1:
+            raise ParameterError(expected_found("time_power", ">= 1", self.time_power))
         if not self.memory_limit_gib > 0:
             raise ParameterError(expected_found("memory_limit_gib", "> 0",
                                                 self.memory_limit_gib))
@@ -330,7 +359,7 @@ class EnSF(EnsembleFilter):
         settings: dict[str, object] = {
             "steps": 100, "eps_alpha": PAPER_CASES[check_name("case", case, PAPER_CASES)],
             "eps_beta": 0.0, "prior_score": "member", "likelihood": "damped",
-            "sampler": "sde", "score_clip": None, "center_noise": False,
+            "sampler": "sde", "score_clip": None, "center_noise": False, "time_power": 1.0,
             "latent_scale": PAPER_LATENT_SCALE, "latent_obs_std": PAPER_LATENT_OBS_STD}
         settings.update(overrides)
         return cls(**settings)
@@ -379,10 +408,11 @@ class EnSF(EnsembleFilter):
         100
         """
         damped, ode = self.likelihood == "damped", self.sampler == "ode"
-        if _step_factor(self.steps, self.eps_alpha, self.eps_beta, curvature, damped,
-                        ode) >= -1.0:
+        if _growth(self.steps, self.eps_alpha, self.eps_beta, curvature, damped, ode,
+                   self.time_power) <= math.log(MAX_GROWTH):
             return self.steps
-        needed = minimum_stable_steps(self.eps_alpha, self.eps_beta, curvature, damped, ode)
+        needed = minimum_stable_steps(self.eps_alpha, self.eps_beta, curvature, damped, ode,
+                                      start=self.steps, power=self.time_power)
         message = expected_found(
             "EnSF steps", f">= {needed} for a stable explicit sampler at likelihood "
             f"curvature {curvature:.3g} (dt sigma^2 |curvature| too large)", self.steps)
@@ -419,7 +449,7 @@ class EnSF(EnsembleFilter):
             _, product = _vector_jacobian(operator, point, lambda _: tangent * weights)
             value = (vector * product).sum(dim=(-1, -2))
             vector = product
-        return 1.05 * float(value.max())  # power iteration converges from below
+        return float(value.max())
 
     def _prior(self, z: torch.Tensor, members: torch.Tensor, alpha: float, beta2: float,
                generator: torch.Generator | None, moments: _Moments | None,
@@ -487,7 +517,7 @@ class EnSF(EnsembleFilter):
         if self.prior_score == "kernel":
             h = self.bandwidth or silverman_bandwidth(count, min(count - 1, members.shape[2]))
             shrink = (1.0 - h ** 2) ** 0.5
-        dt = 1.0 / steps
+        times = [(1.0 - k / steps) ** self.time_power for k in range(steps + 1)]
         rescale = (count / (count - 1)) ** 0.5
 
         def noise() -> torch.Tensor:
@@ -500,7 +530,7 @@ class EnSF(EnsembleFilter):
 
         z = noise()
         for k in range(steps):
-            t = 1.0 - k * dt
+            t, dt = times[k], times[k] - times[k + 1]
             alpha, beta2, drift, diffusion2 = self.schedule(t)
             score = self._prior(z, members, alpha, beta2, generator, moments, shrink)
             if damped:
