@@ -40,7 +40,8 @@ MEMBERS = (20, 50, 100, 200)
 #: Methods: name -> (filter, description). "default" is ``EnSF()``.
 METHODS: dict[str, tuple[object, str]] = {
     "etkf": (ETKF(), "ETKF (symmetric square root)"),
-    "default": (EnSF(), "EnSF() default: gaussian prior score, tweedie likelihood, K=100"),
+    "default": (EnSF(), "EnSF() default: gaussian prior score, tweedie likelihood, K = 100, "
+                        "eps_alpha 0.05, quadratic time grid, centred noise"),
     "old-default": (EnSF(prior_score="member", likelihood="damped", center_noise=False),
                     "main's default: member score, damped likelihood, uncentred noise"),
     "paper": (EnSF.paper("lorenz96"), "EnSF.paper('lorenz96') (eps_alpha 0.01)"),
@@ -49,13 +50,17 @@ METHODS: dict[str, tuple[object, str]] = {
     "mixture-eb05": (EnSF(prior_score="mixture", likelihood="damped", eps_beta=0.05,
                           center_noise=False), "mixture, damped, eps_beta 0.05"),
     "gaussian-damped": (EnSF(likelihood="damped"), "gaussian score, damped likelihood"),
+    "gaussian-damped-ea05": (EnSF(likelihood="damped", eps_alpha=0.5),
+                             "gaussian score, damped likelihood, eps_alpha 0.5"),
     "mixture-tweedie": (EnSF(prior_score="mixture"), "mixture score, tweedie likelihood"),
     "kernel": (EnSF(prior_score="kernel"), "kernel mixture (Silverman h), tweedie"),
     "uncentred": (EnSF(center_noise=False), "default without centred noise"),
     "ode": (EnSF(sampler="ode"), "default with the probability-flow ODE"),
     "K25": (EnSF(steps=25), "default with K = 25"),
     "K400": (EnSF(steps=400), "default with K = 400"),
-    "ea05": (EnSF(eps_alpha=0.5), "default with eps_alpha 0.5"),
+    "ea05": (EnSF(eps_alpha=0.5), "default with eps_alpha 0.5 (the N(0, I) start is then "
+                                  "biased: the t = 1 marginal has mean 0.5 m)"),
+    "uniform": (EnSF(time_power=1.0), "default with the uniform time grid"),
 }
 
 

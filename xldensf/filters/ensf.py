@@ -235,7 +235,7 @@ class EnSF(EnsembleFilter):
     """Ensemble score filter.
 
     The defaults (Gaussian prior score from the ensemble's moments, likelihood of the
-    Tweedie estimate, centred sampler noise, ``eps_alpha = 0.5``, a quadratic time grid)
+    Tweedie estimate, centred sampler noise, a quadratic time grid)
     approach the Bayesian posterior; the reference code's configuration is :meth:`paper`.
 
     Parameters
@@ -290,7 +290,7 @@ class EnSF(EnsembleFilter):
 
     name = "ensf"
     steps: int = 100
-    eps_alpha: float = 0.5
+    eps_alpha: float = 0.05
     eps_beta: float = 0.0
     prior_score: str = "gaussian"
     likelihood: str = "tweedie"
