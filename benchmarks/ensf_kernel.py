@@ -60,6 +60,7 @@ METHODS: dict[str, tuple[object, str]] = {
     "K400": (EnSF(steps=400), "default with K = 400"),
     "ea05": (EnSF(eps_alpha=0.5), "default with eps_alpha 0.5 (the N(0, I) start is then "
                                   "biased: the t = 1 marginal has mean 0.5 m)"),
+    "local-jacobian": (EnSF(jacobian="local"), "default with J_H(xhat)^T by autograd"),
     "uniform": (EnSF(time_power=1.0), "default with the uniform time grid"),
 }
 
