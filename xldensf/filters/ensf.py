@@ -40,8 +40,8 @@ Likelihood scores (``likelihood``):
   for ``J_H(xhat)^T`` (one forward operator pass per step, no autograd);
   ``jacobian="local"`` takes it at ``xhat`` by autograd. With the ``"gaussian"`` prior
   score and a linear operator this is the exact score of the diffused posterior: the
-  sampler then targets the Kalman analysis of the ensemble's moments at any pseudo-time, and its stiffness is never
-  above the prior's ``1 / beta^2``.
+  sampler then targets the Kalman analysis of the ensemble's moments at any pseudo-time,
+  and its stiffness is never above the prior's ``1 / beta^2``.
 - ``"damped"`` (the paper's form): ``h(t) J_H(z)^T R^-1 (y - H(z))`` at the noisy particle,
   damping ``h(t) = 1 - t``.
 
