@@ -7,44 +7,239 @@ A training-free diffusion model samples the posterior. Forward process on pseudo
     b(t)      = d log(alpha_t)/dt = -(1 - eps_alpha) / alpha_t,
     sigma^2(t) = d(beta_t^2)/dt - 2 b(t) beta_t^2.
 
-Prior score, Monte Carlo over forecast members ``x_j`` (``prior_score="mixture"``, the
-paper's form, over a random mini-batch of ``J`` members each step):
+Prior scores (``prior_score``), from the forecast members ``x_j`` with mean ``m``, anomalies
+``A = E - m`` and covariance ``C = A^T A / (M - 1) = V diag(s^2) V^T`` (thin SVD, rank
+``k <= M - 1``, so memory stays ``O(members x n_state)``):
 
-    S_prior(z, t) = - sum_j w_j (z - alpha_t x_j) / beta_t^2,
-    w_j = softmax_j(-|z - alpha_t x_j|^2 / (2 beta_t^2)),
+- ``"gaussian"`` (default): the score of ``N(alpha m, alpha^2 C + beta^2 I)``, the forward
+  marginal of the Gaussian with the ensemble's moments (exact for a Gaussian prior),
+  ``S = -[u_perp / beta^2 + (c / (alpha^2 s^2 + beta^2)) V^T]`` with ``u = z - alpha m``,
+  ``c = u V`` and ``u_perp = u - c V^T``;
+- ``"kernel"``: the mixture of ``N(m + a (x_j - m), h^2 C)`` (a kernel density estimate in the
+  ensemble subspace, shrunk by ``a = sqrt(1 - h^2)`` to keep the ensemble's covariance,
+  Silverman's ``h`` unless ``bandwidth`` is given), whose forward marginals are mixtures
+  of ``N(alpha (m + a (x_j - m)), alpha^2 h^2 C + beta^2 I)``: analytic, with ``M x M``
+  weights;
+- ``"mixture"`` (the paper's form): softmax over a random mini-batch of ``J`` members,
+  ``S = - sum_j w_j (z - alpha x_j) / beta^2``, ``w = softmax(-|z - alpha x_j|^2 / 2 beta^2)``;
+- ``"member"``: reverse particle ``m`` paired with member ``m`` (``J = 1``, the public
+  reference codes). Its exact reverse-time solution is the member itself: the update is a
+  discretisation effect of the sampler (see :meth:`EnSF.paper`).
 
-or ``prior_score="member"``: reverse particle ``m`` paired with member ``m`` (``J = 1``, as
-in the public reference codes). Posterior score with damping ``h(t) = 1 - t``:
+Likelihood scores (``likelihood``):
 
-    S_post = S_prior + h(t) J_H(z)^T R^-1 (y - H(z))
+- ``"tweedie"`` (default): the likelihood of the denoised estimate. With the Tweedie mean
+  ``xhat = (z + beta^2 S_prior) / alpha`` and the Gaussian-moment covariance of ``x_0``
+  given ``z``, ``P_t = V diag(s^2 beta^2 / (alpha^2 s^2 + beta^2)) V^T``,
 
-(the likelihood gradient by :func:`torch.autograd.grad` for a callable ``H``). Samplers,
-``K`` steps from ``t = 1`` (``Z_1 ~ N(0, I)``) to ``t = 0`` with ``dt = 1/K``:
+      S_lik = (d xhat / dz)^T J_H(xhat)^T (R + J P_t J^T)^-1 (y - H(xhat)),
+
+  ``J V`` from the ensemble's observation anomalies (statistical linearisation, one
+  operator pass per analysis; exact for a linear operator), the inverse by Woodbury in
+  the ``k``-dimensional subspace. ``jacobian="ensemble"`` (default) uses the same ``J V``
+  for ``J_H(xhat)^T`` (one forward operator pass per step, no autograd);
+  ``jacobian="local"`` takes it at ``xhat`` by autograd. With the ``"gaussian"`` prior
+  score and a linear operator this is the exact score of the diffused posterior: the
+  sampler then targets the Kalman analysis of the ensemble's moments at any pseudo-time,
+  and its stiffness is never above the prior's ``1 / beta^2``.
+- ``"damped"`` (the paper's form): ``h(t) J_H(z)^T R^-1 (y - H(z))`` at the noisy particle,
+  damping ``h(t) = 1 - t``.
+
+The Jacobian products of a callable ``H`` come from :func:`torch.autograd.grad`.
+Samplers, ``K`` steps from ``t = 1`` (``Z_1 ~ N(0, I)``) to ``t = 0`` on the grid
+``t_k = (1 - k/K)^p`` (``p = time_power``; ``p = 1`` is the paper's ``dt = 1/K``):
 
     "sde" (Euler-Maruyama): Z <- Z - dt [b Z - sigma^2 S_post] + sqrt(dt) sigma xi,
     "ode" (probability flow): Z <- Z - dt [b Z - sigma^2 S_post / 2].
 
-Memory is ``O(members x n_state)`` (plus ``members x J`` mixture weights).
+With ``center_noise`` the start and every increment ``xi`` are centred over the members
+(and rescaled by ``sqrt(M / (M - 1))``), which removes the sampler's own Monte Carlo error
+from the analysis mean of a linear-Gaussian problem.
+
+Stability: along the stiffest direction the explicit step multiplies a perturbation by
+``f_k = 1 - dt [b + sigma^2 kappa]`` (``1/2 sigma^2`` for the ODE), ``kappa`` the largest
+curvature of ``-S_post``: ``1 / beta^2`` from the prior, plus ``h(t) lambda_max(J^T R^-1 J)``
+for the damped likelihood (the Tweedie likelihood adds none for a linear-Gaussian
+problem). Settings whose amplification over the remaining steps, ``max_k prod_{j>=k}
+|f_j|``, exceeds :data:`MAX_GROWTH` are adapted (more steps, with a warning) or refused
+(``on_unstable="raise"``), naming the minimum number of steps.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 
-from ..errors import ParameterError, check_name, expected_found
+from ..errors import FilterDivergenceError, ParameterError, check_name, expected_found, warn
 from .base import EnsembleFilter, ObservationOperator, Problem
 
-__all__ = ["EnSF", "PRIOR_SCORES", "SAMPLERS"]
+__all__ = ["EnSF", "PRIOR_SCORES", "LIKELIHOODS", "SAMPLERS", "PAPER_CASES",
+           "PAPER_LATENT_SCALE", "PAPER_LATENT_OBS_STD", "minimum_stable_steps",
+           "silverman_bandwidth"]
 
-PRIOR_SCORES = ("mixture", "member")
+PRIOR_SCORES = ("gaussian", "kernel", "mixture", "member")
+LIKELIHOODS = ("tweedie", "damped")
 SAMPLERS = ("sde", "ode")
+UNSTABLE_ACTIONS = ("adapt", "raise")
+JACOBIANS = ("ensemble", "local")
+
+#: ``eps_alpha`` of the LD-EnSF reference code per benchmark case (:meth:`EnSF.paper`).
+PAPER_CASES = {"tsunami": 0.5, "atmosphere": 0.01, "kolmogorov": 0.01, "lorenz96": 0.01}
+#: The reference code multiplies the latent state (and parameters) by this before the update.
+PAPER_LATENT_SCALE = 100.0
+#: Latent observation error standard deviation of the reference code, in scaled units.
+PAPER_LATENT_OBS_STD = 0.1
+#: Most sampler steps ``on_unstable="adapt"`` may use before refusing.
+MAX_ADAPTED_STEPS = 100_000
+
+
+def silverman_bandwidth(members: int, dimension: int) -> float:
+    """Silverman's rule for a Gaussian kernel in ``dimension`` dimensions, capped below 1.
+
+    ``h = (4 / ((dimension + 2) members)) ** (1 / (dimension + 4))``, in units of the
+    ensemble's standard deviation.
+
+    Examples
+    --------
+    >>> round(silverman_bandwidth(100, 1), 3)
+    0.422
+    """
+    h = (4.0 / ((dimension + 2) * members)) ** (1.0 / (dimension + 4))
+    return min(h, 0.99)
+
+
+def _schedule_arrays(steps: int, eps_alpha: float, eps_beta: float, power: float = 1.0
+                     ) -> tuple[torch.Tensor, ...]:
+    """``(t, dt, alpha, beta^2, b, sigma^2)`` at the ``steps`` sampler times (float64).
+
+    The times are ``t_k = (1 - k / steps) ** power``, ``dt_k = t_k - t_{k+1}``.
+    """
+    grid = (1.0 - torch.arange(steps + 1, dtype=torch.float64) / steps) ** power
+    t, dt = grid[:-1], grid[:-1] - grid[1:]
+    alpha = 1.0 - (1.0 - eps_alpha) * t
+    beta2 = eps_beta + (1.0 - eps_beta) * t
+    drift = -(1.0 - eps_alpha) / alpha
+    diffusion2 = (1.0 - eps_beta) - 2.0 * drift * beta2
+    return t, dt, alpha, beta2, drift, diffusion2
+
+
+#: Largest amplification of a perturbation along the stiffest direction that counts as
+#: stable (the product of the step factors over the remaining steps).
+MAX_GROWTH = 10.0
+
+
+def _growth(steps: int, eps_alpha: float, eps_beta: float, curvature: float,
+            damped: bool, ode: bool, power: float = 1.0) -> float:
+    """``log max_k prod_{j >= k} |1 - dt_j (b_j + sigma_j^2 kappa_j)|`` over the steps."""
+    t, dt, _, beta2, drift, diffusion2 = _schedule_arrays(steps, eps_alpha, eps_beta, power)
+    kappa = 1.0 / beta2 + ((1.0 - t) * curvature if damped else 0.0)
+    weight = 0.5 if ode else 1.0
+    logs = (1.0 - dt * (drift + weight * diffusion2 * kappa)).abs().log()
+    return float(torch.flip(torch.cumsum(torch.flip(logs, [0]), 0), [0]).max())
+
+
+def minimum_stable_steps(eps_alpha: float, eps_beta: float, curvature: float,
+                         damped: bool = True, ode: bool = False, start: int = 10,
+                         power: float = 1.0) -> int:
+    """The fewest sampler steps, at least ``start``, whose explicit updates are all stable.
+
+    Parameters
+    ----------
+    eps_alpha, eps_beta
+        Schedule constants.
+    curvature
+        Largest eigenvalue of ``J^T R^-1 J`` (the likelihood's curvature).
+    damped
+        Whether the likelihood score is the damped one at the noisy particle (its
+        curvature adds to the prior's); the Tweedie score does not add to it.
+    ode
+        Probability-flow sampler (half the score weight).
+    start
+        Smallest step count considered.
+    power
+        Time grid ``t_k = (1 - k / steps) ** power``.
+
+    Examples
+    --------
+    >>> minimum_stable_steps(0.01, 0.0, 100.0)   # the reference code's latent settings
+    74
+    >>> minimum_stable_steps(0.01, 0.0, 400.0)   # sigma_obs 0.05 instead of 0.1
+    285
+    """
+    def stable(steps: int) -> bool:
+        return (_growth(steps, eps_alpha, eps_beta, curvature, damped, ode, power)
+                <= math.log(MAX_GROWTH))
+
+    # Stability is not monotone in the step count at a handful of steps (the first step
+    # has no likelihood weight): search upward from ``start``.
+    high = max(1, start)
+    while not stable(high):
+        high *= 2
+        if high > 4 * MAX_ADAPTED_STEPS:
+            return high
+    low = max(start, high // 2) - 1
+    while high - low > 1:  # stable(high); not stable(low) or low below start
+        middle = (low + high) // 2
+        low, high = (low, middle) if stable(middle) else (middle, high)
+    return high
+
+
+@dataclass
+class _Moments:
+    """The forecast ensemble's moments in its subspace (per batch element).
+
+    ``mean`` (b, 1, d); ``basis`` V^T (b, k, d); ``variance`` s^2 (b, k); ``coordinates``
+    of the members' anomalies (b, M, k); ``observed`` G = R^-1/2 J V diag(s) (b, n_obs, k)
+    or ``None``.
+    """
+
+    mean: torch.Tensor
+    basis: torch.Tensor
+    variance: torch.Tensor
+    coordinates: torch.Tensor
+    observed: torch.Tensor | None
+
+
+def _ensemble_moments(problem: Problem, observed: bool) -> _Moments:
+    ensemble = problem.ensemble
+    members = ensemble.shape[1]
+    mean = ensemble.mean(dim=1, keepdim=True)
+    anomalies = (ensemble - mean) / math.sqrt(members - 1)
+    left, singular, basis = torch.linalg.svd(anomalies, full_matrices=False)
+    coordinates = left * singular[:, None, :] * math.sqrt(members - 1)
+    gram = None
+    if observed:
+        projected = problem.operator.apply(ensemble)
+        projected = (projected - projected.mean(dim=1, keepdim=True)) \
+            * problem.inverse_std[:, None, :]
+        gram = projected.transpose(-1, -2) @ left / math.sqrt(members - 1)
+    return _Moments(mean, basis, singular.square(), coordinates, gram)
+
+
+def _vector_jacobian(operator: ObservationOperator, state: torch.Tensor,
+                     weights_of: object) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(H(state), J_H(state)^T w)`` with ``w = weights_of(H(state))`` (b, M, n_obs).
+
+    One forward and one backward pass of the operator (linear ones included: the matrix
+    product is differentiable).
+    """
+    with torch.enable_grad():
+        leaf = state.detach().requires_grad_(True)
+        observed = operator.apply(leaf)
+        weights = weights_of(observed.detach())
+        (gradient,) = torch.autograd.grad(observed, leaf, weights)
+    return observed.detach(), gradient
 
 
 @dataclass(frozen=True)
 class EnSF(EnsembleFilter):
     """Ensemble score filter.
+
+    The defaults (Gaussian prior score from the ensemble's moments, likelihood of the
+    Tweedie estimate, centred sampler noise, a quadratic time grid)
+    approach the Bayesian posterior; the reference code's configuration is :meth:`paper`.
 
     Parameters
     ----------
@@ -55,13 +250,37 @@ class EnSF(EnsembleFilter):
     eps_alpha, eps_beta
         Schedule constants: ``alpha_1 = eps_alpha``, ``beta_0^2 = eps_beta``.
     prior_score
-        ``"mixture"`` (softmax over ``mixture_batch`` members) or ``"member"``.
+        ``"gaussian"``, ``"kernel"``, ``"mixture"`` or ``"member"`` (module docstring).
+    likelihood
+        ``"tweedie"`` (likelihood of the denoised estimate) or ``"damped"`` (``(1 - t)``
+        times the likelihood score at the noisy particle).
     mixture_batch
-        ``J``, members per step in the mixture score; ``None`` = all members.
+        ``J``, members per step in the ``"mixture"`` score; ``None`` = all members.
+    bandwidth
+        Kernel width ``h`` of the ``"kernel"`` score in units of the ensemble's spread
+        (``0 < h < 1``); ``None`` = :func:`silverman_bandwidth`.
     sampler
         ``"sde"`` (reverse SDE, Euler-Maruyama) or ``"ode"`` (probability flow).
     score_clip
         Clamp every score component to ``[-score_clip, score_clip]``; ``None`` = off.
+    center_noise
+        Centre the start and the increments of the sampler's noise over the members.
+    on_unstable
+        ``"adapt"`` (more steps, with a warning) or ``"raise"`` (:class:`ParameterError`)
+        when ``steps`` is too few for a stable explicit sampler.
+    memory_limit_gib
+        Refuse analyses whose estimated working memory exceeds this many GiB.
+    time_power
+        Sampler times ``t_k = (1 - k / steps) ** time_power``: 1 is the uniform grid of the
+        paper, larger values put more steps near ``t = 0`` where the scores are stiffest.
+    jacobian
+        Jacobian of the Tweedie likelihood: ``"ensemble"`` (the statistical linearisation
+        ``J V`` from the members' observation anomalies, the same one used in
+        ``J P_t J^T``; no autograd) or ``"local"`` (``J_H(xhat)^T`` by autograd).
+    latent_scale, latent_obs_std
+        Settings for a latent driver (the kernel does not read them): the factor applied
+        to the latent state before the analysis and the latent observation error in
+        scaled units (:meth:`paper` sets the reference code's values).
 
     Examples
     --------
@@ -80,15 +299,27 @@ class EnSF(EnsembleFilter):
     steps: int = 100
     eps_alpha: float = 0.05
     eps_beta: float = 0.0
-    prior_score: str = "member"
+    prior_score: str = "gaussian"
+    likelihood: str = "tweedie"
     mixture_batch: int | None = None
+    bandwidth: float | None = None
     sampler: str = "sde"
     score_clip: float | None = None
+    center_noise: bool = True
+    on_unstable: str = "adapt"
+    memory_limit_gib: float = 8.0
+    latent_scale: float = 1.0
+    latent_obs_std: float | None = None
+    time_power: float = 2.0
+    jacobian: str = "ensemble"
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check_name("prior_score", self.prior_score, PRIOR_SCORES)
+        check_name("likelihood", self.likelihood, LIKELIHOODS)
         check_name("sampler", self.sampler, SAMPLERS)
+        check_name("on_unstable", self.on_unstable, UNSTABLE_ACTIONS)
+        check_name("jacobian", self.jacobian, JACOBIANS)
         if self.steps < 1:
             raise ParameterError(expected_found("steps", ">= 1", self.steps))
         if not (0 < self.eps_alpha < 1 and 0 <= self.eps_beta < 1):
@@ -98,8 +329,49 @@ class EnSF(EnsembleFilter):
         if self.mixture_batch is not None and self.mixture_batch < 1:
             raise ParameterError(expected_found("mixture_batch", ">= 1 or None",
                                                 self.mixture_batch))
+        if self.bandwidth is not None and not 0 < self.bandwidth < 1:
+            raise ParameterError(expected_found("bandwidth", "0 < h < 1 or None",
+                                                self.bandwidth))
         if self.score_clip is not None and not self.score_clip > 0:
             raise ParameterError(expected_found("score_clip", "> 0 or None", self.score_clip))
+        if not self.time_power >= 1:
+            raise ParameterError(expected_found("time_power", ">= 1", self.time_power))
+        if not self.memory_limit_gib > 0:
+            raise ParameterError(expected_found("memory_limit_gib", "> 0",
+                                                self.memory_limit_gib))
+
+    @classmethod
+    def paper(cls, case: str, **overrides: object) -> EnSF:
+        """The LD-EnSF reference code's analysis for benchmark ``case``.
+
+        Member-paired prior score, damped likelihood at the noisy particle, ``K = 100``
+        Euler-Maruyama steps, ``eps_beta = 0``, ``eps_alpha`` 0.5 (tsunami) or 0.01
+        (atmosphere, kolmogorov, lorenz96), no score clip, uncentred noise. The latent
+        driver reads ``latent_scale`` (:data:`PAPER_LATENT_SCALE`) and ``latent_obs_std``
+        (:data:`PAPER_LATENT_OBS_STD`). With the member score the exact reverse-time
+        solution is the member itself, so the analysis is a nudge toward the observation
+        whose strength is set by the step count (weaker for more steps), not a posterior.
+
+        Parameters
+        ----------
+        case
+            ``"tsunami"``, ``"atmosphere"``, ``"kolmogorov"`` or ``"lorenz96"``.
+        **overrides
+            Fields to change (for example ``steps``).
+
+        Examples
+        --------
+        >>> preset = EnSF.paper("tsunami")
+        >>> preset.eps_alpha, preset.prior_score, preset.latent_scale, preset.latent_obs_std
+        (0.5, 'member', 100.0, 0.1)
+        """
+        settings: dict[str, object] = {
+            "steps": 100, "eps_alpha": PAPER_CASES[check_name("case", case, PAPER_CASES)],
+            "eps_beta": 0.0, "prior_score": "member", "likelihood": "damped",
+            "sampler": "sde", "score_clip": None, "center_noise": False, "time_power": 1.0,
+            "latent_scale": PAPER_LATENT_SCALE, "latent_obs_std": PAPER_LATENT_OBS_STD}
+        settings.update(overrides)
+        return cls(**settings)
 
     # ------------------------------------------------------------------ schedule
     def schedule(self, t: float) -> tuple[float, float, float, float]:
@@ -116,41 +388,180 @@ class EnSF(EnsembleFilter):
         diffusion2 = (1.0 - self.eps_beta) - 2.0 * drift * beta2
         return alpha, beta2, drift, diffusion2
 
-    def _prior_score(self, z: torch.Tensor, members: torch.Tensor, alpha: float, beta2: float,
-                     generator: torch.Generator | None) -> torch.Tensor:
+    def memory_estimate(self, batch: int, members: int, n_state: int, n_obs: int,
+                        itemsize: int = 8) -> float:
+        """Estimated working memory of one analysis in bytes (operator graph excluded).
+
+        Examples
+        --------
+        >>> EnSF().memory_estimate(1, 20, 1000, 10) / 2 ** 20 < 2
+        True
+        """
+        pairs = {"member": 0, "mixture": members * (self.mixture_batch or members),
+                 "kernel": 2 * members * members, "gaussian": 0}[self.prior_score]
+        rank = min(members, n_state)
+        elements = (10 * members * n_state + 4 * members * n_obs + rank * (n_state + n_obs)
+                    + pairs + rank * rank)
+        return float(itemsize * batch * elements)
+
+    def stable_steps(self, curvature: float = 0.0) -> int:
+        """The sampler's step count: ``steps``, or more if ``steps`` is unstable.
+
+        ``curvature`` is ``lambda_max(J^T R^-1 J)`` (read only by the damped likelihood).
+        Adapting warns; with ``on_unstable="raise"`` a :class:`ParameterError` names the
+        minimum steps.
+
+        Examples
+        --------
+        >>> EnSF.paper("atmosphere").stable_steps(curvature=100.0)
+        100
+        """
+        damped, ode = self.likelihood == "damped", self.sampler == "ode"
+        if _growth(self.steps, self.eps_alpha, self.eps_beta, curvature, damped, ode,
+                   self.time_power) <= math.log(MAX_GROWTH):
+            return self.steps
+        needed = minimum_stable_steps(self.eps_alpha, self.eps_beta, curvature, damped, ode,
+                                      start=self.steps, power=self.time_power)
+        message = expected_found(
+            "EnSF steps", f">= {needed} for a stable explicit sampler at likelihood "
+            f"curvature {curvature:.3g} (dt sigma^2 |curvature| too large)", self.steps)
+        if self.on_unstable == "raise" or needed > MAX_ADAPTED_STEPS:
+            raise ParameterError(message)
+        warn(message + f"; using {needed} steps", UserWarning)
+        return needed
+
+    # ------------------------------------------------------------------ pieces
+    def _check_memory(self, problem: Problem) -> None:
+        batch, members, n_state = problem.ensemble.shape
+        estimate = self.memory_estimate(batch, members, n_state, problem.observations.shape[-1],
+                                        problem.ensemble.element_size())
+        if estimate > self.memory_limit_gib * 2 ** 30:
+            raise ParameterError(expected_found(
+                "EnSF working memory", f"<= memory_limit_gib = {self.memory_limit_gib} GiB",
+                f"about {estimate / 2 ** 30:.1f} GiB for batch {batch} x {members} members x "
+                f"{n_state} state values ({self.prior_score} prior score)"))
+
+    def _curvature(self, problem: Problem, iterations: int = 20) -> float:
+        """``lambda_max(J^T R^-1 J)`` at each ensemble mean by power iteration (the max)."""
+        operator, weights = problem.operator, problem.inverse_std[:, None, :] ** 2
+        point = problem.ensemble.mean(dim=1, keepdim=True)
+        vector = torch.randn(point.shape, generator=torch.Generator().manual_seed(0),
+                             dtype=point.dtype).to(point.device)
+        value = torch.zeros(point.shape[0], dtype=point.dtype, device=point.device)
+        for _ in range(iterations):
+            vector = vector / vector.norm(dim=-1, keepdim=True).clamp(min=1e-300)
+            if operator.is_linear:
+                tangent = operator.apply(vector)
+            else:
+                with torch.enable_grad():
+                    _, tangent = torch.autograd.functional.jvp(operator.apply, point, vector)
+            scaled = tangent * weights
+            _, product = _vector_jacobian(operator, point, lambda _, scaled=scaled: scaled)
+            value = (vector * product).sum(dim=(-1, -2))
+            vector = product
+        return float(value.max())
+
+    def _prior(self, z: torch.Tensor, members: torch.Tensor, alpha: float, beta2: float,
+               generator: torch.Generator | None, moments: _Moments | None,
+               shrink: float) -> torch.Tensor:
         if self.prior_score == "member":
             return -(z - alpha * members) / beta2
-        count = members.shape[1]
-        if self.mixture_batch is not None and self.mixture_batch < count:
-            chosen = torch.randperm(count, generator=generator)[: self.mixture_batch]
-            members = members[:, chosen.to(members.device)]
-        centres = alpha * members                                        # (batch, J, d)
-        squared = (z.square().sum(-1)[..., :, None] - 2 * z @ centres.transpose(-1, -2)
-                   + centres.square().sum(-1)[..., None, :])           # (batch, M, J)
-        weights = torch.softmax(-squared / (2 * beta2), dim=-1)
-        return -(z - weights @ centres) / beta2
+        if self.prior_score == "mixture":
+            count = members.shape[1]
+            if self.mixture_batch is not None and self.mixture_batch < count:
+                chosen = torch.randperm(count, generator=generator)[: self.mixture_batch]
+                members = members[:, chosen.to(members.device)]
+            centres = alpha * members                                        # (batch, J, d)
+            squared = (z.square().sum(-1)[..., :, None] - 2 * z @ centres.transpose(-1, -2)
+                       + centres.square().sum(-1)[..., None, :])           # (batch, M, J)
+            weights = torch.softmax(-squared / (2 * beta2), dim=-1)
+            return -(z - weights @ centres) / beta2
+        basis = moments.basis                                                 # (b, k, d)
+        offset = z - alpha * moments.mean
+        coefficients = offset @ basis.transpose(-1, -2)                       # (b, M, k)
+        perpendicular = offset - coefficients @ basis
+        if self.prior_score == "gaussian":
+            precision = 1.0 / (alpha ** 2 * moments.variance + beta2)
+            return -(perpendicular / beta2 + (coefficients * precision[:, None, :]) @ basis)
+        # kernel: components N(alpha (m + a q_j), alpha^2 h^2 C + beta^2 I), a = shrink
+        width2 = 1.0 - shrink ** 2
+        precision = 1.0 / (alpha ** 2 * width2 * moments.variance + beta2)  # (b, k)
+        centres = alpha * shrink * moments.coordinates                        # (b, M, k)
+        logits = ((coefficients * precision[:, None, :]) @ centres.transpose(-1, -2)
+                  - 0.5 * (centres.square() * precision[:, None, :]).sum(-1)[:, None, :])
+        weights = torch.softmax(logits, dim=-1)                               # (b, M, M)
+        nearest = coefficients - weights @ centres
+        return -(perpendicular / beta2 + (nearest * precision[:, None, :]) @ basis)
+
+    def _tweedie(self, z: torch.Tensor, prior: torch.Tensor, alpha: float, beta2: float,
+                 moments: _Moments, problem: Problem) -> torch.Tensor:
+        """Likelihood score of the denoised estimate (module docstring)."""
+        denoised = (z + beta2 * prior) / alpha
+        damping = (beta2 / (alpha ** 2 * moments.variance + beta2)).sqrt()     # (b, k)
+        observed = moments.observed * damping[:, None, :]                      # (b, n, k)
+        small = torch.linalg.cholesky(
+            observed.transpose(-1, -2) @ observed
+            + torch.eye(observed.shape[-1], dtype=z.dtype, device=z.device))
+        inverse_std = problem.inverse_std[:, None, :]
+
+        def weights_of(predicted: torch.Tensor) -> torch.Tensor:
+            misfit = (problem.observations[:, None, :] - predicted) * inverse_std
+            solved = torch.cholesky_solve(observed.transpose(-1, -2) @ misfit.transpose(-1, -2),
+                                          small)                               # (b, k, M)
+            return (misfit - (observed @ solved).transpose(-1, -2)) * inverse_std
+
+        if self.jacobian == "ensemble":
+            # (J V)^T w = diag(1/s) G^T R^1/2 w: no autograd, one operator pass per step.
+            weights = weights_of(problem.operator.apply(denoised)) / inverse_std.clamp(
+                min=1e-300) * (inverse_std > 0)
+            projected = weights @ moments.observed                              # (b, M, k)
+            gain = alpha * moments.variance.sqrt() / (alpha ** 2 * moments.variance + beta2)
+            return (projected * gain[:, None, :]) @ moments.basis
+        _, gradient = _vector_jacobian(problem.operator, denoised, weights_of)
+        gain = alpha * moments.variance / (alpha ** 2 * moments.variance + beta2)
+        return ((gradient @ moments.basis.transpose(-1, -2)) * gain[:, None, :]) @ moments.basis
 
     def _analysis(self, problem: Problem, generator, state_positions, observation_positions):
         members = problem.ensemble
-        operator: ObservationOperator = problem.operator
-        dt = 1.0 / self.steps
+        count = members.shape[1]
+        self._check_memory(problem)
+        damped = self.likelihood == "damped"
+        steps = self.stable_steps(self._curvature(problem) if damped else 0.0)
+        moments = None
+        if self.prior_score in ("gaussian", "kernel") or not damped:
+            moments = _ensemble_moments(problem, observed=not damped)
+        shrink = 1.0
+        if self.prior_score == "kernel":
+            h = self.bandwidth or silverman_bandwidth(count, min(count - 1, members.shape[2]))
+            shrink = (1.0 - h ** 2) ** 0.5
+        times = [(1.0 - k / steps) ** self.time_power for k in range(steps + 1)]
+        rescale = (count / (count - 1)) ** 0.5
 
         def noise() -> torch.Tensor:
             draw = torch.randn(members.shape, generator=generator, dtype=members.dtype,
                                device="cpu" if generator is None else generator.device)
-            return draw.to(members.device)
+            draw = draw.to(members.device)
+            if self.center_noise:
+                draw = (draw - draw.mean(dim=1, keepdim=True)) * rescale
+            return draw
 
         z = noise()
-        for k in range(self.steps):
-            t = 1.0 - k * dt
+        for k in range(steps):
+            t, dt = times[k], times[k] - times[k + 1]
             alpha, beta2, drift, diffusion2 = self.schedule(t)
-            score = self._prior_score(z, members, alpha, beta2, generator)
-            score = score + (1.0 - t) * operator.log_likelihood_gradient(
-                z, problem.observations, problem.inverse_std)
+            score = self._prior(z, members, alpha, beta2, generator, moments, shrink)
+            if damped:
+                score = score + (1.0 - t) * problem.operator.log_likelihood_gradient(
+                    z, problem.observations, problem.inverse_std)
+            else:
+                score = score + self._tweedie(z, score, alpha, beta2, moments, problem)
             if self.score_clip is not None:
                 score = score.clamp(-self.score_clip, self.score_clip)
             if self.sampler == "sde":
                 z = z - dt * (drift * z - diffusion2 * score) + (dt * diffusion2) ** 0.5 * noise()
             else:
                 z = z - dt * (drift * z - 0.5 * diffusion2 * score)
+        if not math.isfinite(float(z.sum())):
+            raise FilterDivergenceError(expected_found(
+                "EnSF analysis", "finite values", f"NaN or Inf after {steps} steps"))
         return z
