@@ -22,7 +22,7 @@ import torch
 
 from .base import EnsembleFilter, Problem, add_to_diagonal, mean_and_scaled_anomalies
 
-__all__ = ["ETKF", "transform_weights", "random_mean_preserving_rotation"]
+__all__ = ["ETKF", "transform_weights", "inflated_transform_weights", "random_mean_preserving_rotation"]
 
 
 def transform_weights(gram: torch.Tensor, projected_innovation: torch.Tensor
@@ -49,10 +49,10 @@ def transform_weights(gram: torch.Tensor, projected_innovation: torch.Tensor
     >>> torch.allclose(W, torch.eye(3))
     True
     """
-    return _inflated_transform_weights(gram, projected_innovation, 1.0)
+    return inflated_transform_weights(gram, projected_innovation, 1.0)
 
 
-def _inflated_transform_weights(gram: torch.Tensor, projected_innovation: torch.Tensor,
+def inflated_transform_weights(gram: torch.Tensor, projected_innovation: torch.Tensor,
                                inflation: float) -> torch.Tensor:
     """:func:`transform_weights` with the transform ``T`` multiplied by ``inflation``.
 
@@ -62,7 +62,7 @@ def _inflated_transform_weights(gram: torch.Tensor, projected_innovation: torch.
 
     Examples
     --------
-    >>> W = _inflated_transform_weights(torch.zeros(2, 2), torch.zeros(2), 1.5)
+    >>> W = inflated_transform_weights(torch.zeros(2, 2), torch.zeros(2), 1.5)
     >>> W.diagonal().tolist()
     [1.5, 1.5]
     """
@@ -150,7 +150,7 @@ class ETKF(EnsembleFilter):
         mean, anomalies, scaled, innovation = mean_and_scaled_anomalies(problem)
         gram = scaled @ scaled.transpose(-1, -2)
         projected = (scaled @ innovation[..., None])[..., 0]
-        weights = _inflated_transform_weights(gram, projected, self.inflation)
+        weights = inflated_transform_weights(gram, projected, self.inflation)
         if self.rotate:
             batch, members = weights.shape[:2]
             rotation = random_mean_preserving_rotation(members, batch, generator, weights.dtype,

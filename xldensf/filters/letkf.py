@@ -23,7 +23,7 @@ import torch
 
 from ..errors import ConfigurationError, ParameterError, check_name, expected_found
 from .base import EnsembleFilter, Problem, mean_and_scaled_anomalies
-from .etkf import _inflated_transform_weights
+from .etkf import inflated_transform_weights
 from .localization import DISTANCES, localization_weights
 
 __all__ = ["LETKF"]
@@ -147,7 +147,7 @@ class LETKF(EnsembleFilter):
                                        anomalies))                     # (chunk, n_obs)
             gram = (taper @ outer).reshape(batch, stop - start, members, members)
             projected = (weighted_innovation @ taper.T).transpose(1, 2)    # (batch, chunk, M)
-            weights = _inflated_transform_weights(gram, projected, self.inflation)
+            weights = inflated_transform_weights(gram, projected, self.inflation)
             local = anomalies[:, :, start:stop].transpose(1, 2)[..., None]  # (b, chunk, M, 1)
             increments = (weights.transpose(-1, -2) @ local)[..., 0]        # (b, chunk, M)
             pieces.append(increments.transpose(1, 2))

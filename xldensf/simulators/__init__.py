@@ -26,6 +26,7 @@ from ..errors import ConfigurationError, ParameterError, check_name, expected_fo
 from ..options import resolve_seed
 from .base import CoordinateSpec, ParameterSpec, Simulator
 from .dataset import parameters_from_mapping, trajectory_to_dataset
+from .registry import CASES, PRESETS, register
 
 __all__ = [
     "CASES",
@@ -37,17 +38,6 @@ __all__ = [
     "simulate",
     "register",
 ]
-
-#: Case name -> Simulator subclass. Filled by :func:`register`.
-CASES: dict[str, type[Simulator]] = {}
-PRESETS = ("paper", "small")
-
-
-def register(cls: type[Simulator]) -> type[Simulator]:
-    """Class decorator adding a simulator to :data:`CASES` under ``cls.case``."""
-    CASES[cls.case] = cls
-    return cls
-
 
 def _config_for(cls: type[Simulator], preset: str, overrides: Mapping[str, Any]) -> Any:
     config_class = cls.config_class  # type: ignore[attr-defined]

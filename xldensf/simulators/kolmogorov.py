@@ -50,8 +50,8 @@ import torch
 
 from ..conventions import coordinate_attrs
 from ..errors import ConfigurationError, expected_found
-from . import register
 from .base import CoordinateSpec, ParameterSpec, Simulator
+from .registry import register
 
 __all__ = ["KolmogorovConfig", "KolmogorovSimulator"]
 

@@ -14,8 +14,8 @@ import torch
 
 from ..conventions import coordinate_attrs
 from ..errors import ConfigurationError, expected_found
-from . import register
 from .base import CoordinateSpec, ParameterSpec, Simulator
+from .registry import register
 
 __all__ = ["Lorenz96Config", "Lorenz96Simulator", "lorenz96_tendency"]
 

@@ -51,8 +51,8 @@ from torch_harmonics.quadrature import legendre_gauss_weights
 
 from ..conventions import coordinate_attrs
 from ..errors import ConfigurationError, expected_found
-from . import register
 from .base import CoordinateSpec, ParameterSpec, Simulator
+from .registry import register
 
 __all__ = [
     "EARTH_RADIUS",

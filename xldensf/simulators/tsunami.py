@@ -54,8 +54,8 @@ import torch.nn.functional as F
 
 from ..conventions import coordinate_attrs
 from ..errors import ConfigurationError, DataError, expected_found
-from . import register
 from .base import CoordinateSpec, ParameterSpec, Simulator, cell_centres
+from .registry import register
 from .relief import depth_on_grid, is_labelled_array
 
 __all__ = [
