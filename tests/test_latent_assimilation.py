@@ -12,14 +12,13 @@ from test_surrogate_api import wave_dataset
 
 import xldensf as xl
 import xldensf.surrogate.decoder as latent_model_module
-from xldensf.errors import ConfigurationError
-from xldensf.errors import FilterDivergenceError
 from xldensf.assimilation import (
     DEFAULT_LATENT_MARGIN,
     PHASES,
     encoder_layout,
     training_latent_box,
 )
+from xldensf.errors import ConfigurationError, FilterDivergenceError
 from xldensf.surrogate import LatentModel, LDNetConfig, SurrogateMetadata, fit
 
 F64 = torch.float64

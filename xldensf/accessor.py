@@ -1,6 +1,8 @@
 """The ``ds.ldensf`` Dataset accessor: thin delegation to the xarray-level functions.
 
-Importing :mod:`xldensf` registers it.
+Importing :mod:`xldensf` registers it. Each method has the signature of the function it
+delegates to (less the Dataset, which is the accessor's) and that function's docstring, so
+``help(ds.ldensf.assimilate)`` and Jupyter's Shift-Tab show the full documentation.
 
 Examples
 --------
@@ -9,15 +11,43 @@ Examples
 >>> obs = truth.ldensf.observe(stations=10, noise=0.1, seed=0)
 >>> obs.sizes["station"]
 10
+>>> "Parameters" in xl.accessor.LDEnSFAccessor.assimilate.__doc__
+True
 """
 
 from __future__ import annotations
 
-from typing import Any
+import inspect
+import re
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
 import xarray as xr
 
+from .assimilation import assimilate as _assimilate
+from .metrics import crps as _crps
+from .metrics import relative_rmse as _relative_rmse
+from .metrics import spread_skill_ratio as _spread_skill_ratio
+from .observations import observe as _observe
+from .plot import plot_analysis as _plot_analysis
+from .surrogate import fit as _fit
+
 __all__ = ["LDEnSFAccessor"]
+
+Method = TypeVar("Method", bound=Callable[..., Any])
+
+
+def _documented_by(function: Callable[..., Any]) -> Callable[[Method], Method]:
+    """Give the accessor method the delegated function's docstring (its examples stay
+    with the function), with a first line that says where the Dataset goes."""
+    def decorate(method: Method) -> Method:
+        doc = inspect.cleandoc(function.__doc__ or "")
+        doc = re.split(r"\n\s*Examples\n-+\n", doc)[0].rstrip()
+        target = f"{function.__module__}.{function.__name__}"
+        method.__doc__ = (f"``ds.ldensf.{method.__name__}(...)``: :func:`{target}` with this "
+                          f"Dataset as its first argument (examples there).\n\n{doc}\n")
+        return method
+    return decorate
 
 
 @xr.register_dataset_accessor("ldensf")
@@ -27,48 +57,46 @@ class LDEnSFAccessor:
     def __init__(self, dataset: xr.Dataset) -> None:
         self._obj = dataset
 
-    def observe(self, stations: Any, **kwargs: Any) -> xr.Dataset:
-        """Sample noisy station observations; see :func:`xldensf.observations.observe`."""
-        from .observations import observe
+    @_documented_by(_observe)
+    def observe(self, stations: Any, *, noise: Any = 0.1,
+                variables: Sequence[str] | str | None = None, every: int = 1,
+                seed: int | None = None) -> xr.Dataset:
+        return _observe(self._obj, stations, noise=noise, variables=variables, every=every,
+                        seed=seed)
 
-        return observe(self._obj, stations, **kwargs)
+    @_documented_by(_assimilate)
+    def assimilate(self, model: Any, *, method: str | None = None, members: int = 20,
+                   seed: int | None = None, progress: bool | None = None,
+                   **settings: Any) -> xr.Dataset:
+        return _assimilate(self._obj, model, method=method, members=members, seed=seed,
+                           progress=progress, **settings)
 
-    def assimilate(self, model: Any, **kwargs: Any) -> xr.Dataset:
-        """Assimilate these observations into ``model``; see
-        :func:`xldensf.assimilation.assimilate`."""
-        from .assimilation import assimilate
+    @_documented_by(_fit)
+    def fit(self, parameters: Sequence[str] | str, variables: Sequence[str] | str | None = None,
+            stations: Any = None, preset: str = "small", seed: int | None = None,
+            device: Any = None, checkpoint_dir: Any = None, *,
+            encoder: Mapping[str, Any] | Any = None, progress: bool | None = None,
+            callback: Any = None, **overrides: Any) -> Any:
+        return _fit(self._obj, parameters, variables, stations, preset, seed, device,
+                    checkpoint_dir, encoder=encoder, progress=progress, callback=callback,
+                    **overrides)
 
-        return assimilate(self._obj, model, **kwargs)
+    @_documented_by(_relative_rmse)
+    def rmse(self, truth: xr.Dataset, variables: Sequence[str] | None = None) -> xr.Dataset:
+        return _relative_rmse(self._obj, truth, variables)
 
-    def fit(self, parameters: Any, **kwargs: Any) -> Any:
-        """Train a latent surrogate (LDNet [+ encoder]) on these simulation runs; see
-        :func:`xldensf.surrogate.fit`."""
-        from .surrogate import fit
+    @_documented_by(_crps)
+    def crps(self, truth: xr.Dataset, variables: Sequence[str] | None = None, *,
+             fair: bool = False) -> xr.Dataset:
+        return _crps(self._obj, truth, variables, fair=fair)
 
-        return fit(self._obj, parameters, **kwargs)
+    @_documented_by(_spread_skill_ratio)
+    def spread_skill(self, truth: xr.Dataset,
+                     variables: Sequence[str] | None = None) -> xr.Dataset:
+        return _spread_skill_ratio(self._obj, truth, variables)
 
-    def rmse(self, truth: xr.Dataset, variables: Any = None) -> xr.Dataset:
-        """Relative RMSE of this analysis against ``truth`` per variable and time; see
-        :func:`xldensf.metrics.relative_rmse`."""
-        from .metrics import relative_rmse
-
-        return relative_rmse(self._obj, truth, variables)
-
-    def crps(self, truth: xr.Dataset, variables: Any = None, **kwargs: Any) -> xr.Dataset:
-        """Ensemble CRPS against ``truth``; see :func:`xldensf.metrics.crps`."""
-        from .metrics import crps
-
-        return crps(self._obj, truth, variables, **kwargs)
-
-    def spread_skill(self, truth: xr.Dataset, variables: Any = None) -> xr.Dataset:
-        """Spread/skill ratio against ``truth``; see :func:`xldensf.metrics.spread_skill_ratio`."""
-        from .metrics import spread_skill_ratio
-
-        return spread_skill_ratio(self._obj, truth, variables)
-
-    def plot(self, truth: xr.Dataset | None = None, **kwargs: Any) -> Any:
-        """Truth / analysis mean / error / spread panels (maps on lat/lon grids); see
-        :func:`xldensf.plot.plot_analysis`."""
-        from .plot import plot_analysis
-
-        return plot_analysis(self._obj, truth, **kwargs)
+    @_documented_by(_plot_analysis)
+    def plot(self, truth: xr.Dataset | None = None, variables: str | Sequence[str] | None = None,
+             *, time: int = -1, cmap: str = "RdBu_r", coastlines: bool = True) -> Any:
+        return _plot_analysis(self._obj, truth, variables, time=time, cmap=cmap,
+                              coastlines=coastlines)

@@ -1,4 +1,4 @@
-"""Verification metrics of analyses against a truth (REFERENCES §4).
+"""Verification metrics of analyses against a truth (the scores of the LD-EnSF paper).
 
 Two layers, as in xskillscore: numpy kernels that know axes only, and xarray wrappers that
 find the spatial axes by CF meaning, weight by cos(latitude) on the sphere, and keep every
@@ -286,7 +286,7 @@ def parameter_error(ensemble: xr.Dataset, truth: xr.Dataset | dict[str, float],
                     names: Sequence[str], *, ranges: dict[str, float] | None = None
                     ) -> xr.Dataset:
     """Error of the posterior-mean parameters: relative to the true value, or to the prior
-    range width when ``ranges`` gives it (REFERENCES §4)."""
+    range width when ``ranges`` gives it."""
     out = {}
     for name in names:
         if name not in ensemble:

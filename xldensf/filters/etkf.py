@@ -22,7 +22,9 @@ import torch
 
 from .base import EnsembleFilter, Problem, add_to_diagonal, mean_and_scaled_anomalies
 
-__all__ = ["ETKF", "transform_weights", "inflated_transform_weights", "random_mean_preserving_rotation"]
+__all__ = [
+    "ETKF", "transform_weights", "inflated_transform_weights", "random_mean_preserving_rotation",
+]
 
 
 def transform_weights(gram: torch.Tensor, projected_innovation: torch.Tensor

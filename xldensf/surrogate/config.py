@@ -30,7 +30,7 @@ __all__ = ["LDNetConfig", "EncoderConfig", "ACTIVATIONS", "PAPER_SIZES"]
 #: Activation names accepted by the networks.
 ACTIVATIONS = ("tanh", "gelu", "silu")
 
-#: Network sizes of the LD-EnSF reference scripts per benchmark case (REFERENCES §2), used
+#: Network sizes of the LD-EnSF reference scripts per benchmark case (Xiao, Si & Chen 2026), used
 #: by :meth:`LDNetConfig.paper`.
 PAPER_SIZES: dict[str, dict[str, int]] = {
     "tsunami": {"latent_dim": 10, "dynamics_width": 50, "dynamics_depth": 8,
@@ -123,7 +123,7 @@ class LDNetConfig(_ConfigMixin):
     relative_weighting
         Weight the squared error of each (run, frame, variable) by the inverse of the mean
         square of that frame (floored at ``relative_floor`` times the average), so that the
-        loss follows the relative RMSE per frame (REFERENCES §4) instead of favouring the
+        loss follows the relative RMSE per frame (the paper's score) instead of favouring the
         energetic frames.
     relative_floor
         Floor of the frame mean square, relative to its average over the training data.
@@ -205,7 +205,7 @@ class LDNetConfig(_ConfigMixin):
     @classmethod
     def paper(cls, case: str = "tsunami") -> LDNetConfig:
         """The network sizes of the LD-EnSF reference scripts for one benchmark case
-        (REFERENCES §2), with a GPU-scale training schedule.
+        (Xiao, Si & Chen 2026), with a GPU-scale training schedule.
 
         ``"tsunami"``: latent 10, F 8 x 50, R residual 10 x 300, 64 Fourier features;
         ``"atmosphere"``: latent 50, F 8 x 200, R residual 15 x 500, 50 Fourier features;

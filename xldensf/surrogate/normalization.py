@@ -3,7 +3,7 @@
 Two constructors cover the surrogate's needs:
 
 - :meth:`AffineNormalizer.from_spread` — mean and standard deviation (field values; scaling
-  by the spread, not the maximum, is what lets LDNet learn localised fields, REFERENCES §5);
+  by the spread, not the maximum, is what lets LDNet learn localised fields, docs/surrogate.md);
 - :meth:`AffineNormalizer.from_range` — midpoint and half range, mapping the data to
   [-1, 1] (parameters and coordinates, as in LDNet).
 
