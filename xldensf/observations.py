@@ -37,6 +37,7 @@ from .errors import (
     ParameterError,
     UnitsError,
     UnknownNameError,
+    check_names,
     check_positive_int,
     expected_found,
 )
@@ -258,9 +259,8 @@ def _observed_variables(dataset: xr.Dataset, variables: Sequence[str] | str | No
                                                        dataset.data_vars.items()}))
         return on_grid
     names = [variables] if isinstance(variables, str) else list(variables)
+    check_names("variable", [name for name in names if name not in dataset.data_vars], on_grid)
     for name in names:
-        if name not in dataset.data_vars:
-            raise UnknownNameError(expected_found("variable", on_grid, name))
         if set(dataset[name].dims) != set(dims):
             raise DataError(expected_found(f"dims of variable {name!r}", f"{dims} in any order"
                                            " (select one run/member first)", dataset[name].dims))

@@ -26,7 +26,7 @@ import numpy as np
 import xarray as xr
 
 from .conventions import MEMBER_DIM
-from .errors import DataError, UnknownNameError, expected_found
+from .errors import DataError, check_names, expected_found
 
 __all__ = ["configure_cartopy", "natural_earth_dir", "plot_fields", "plot_analysis"]
 
@@ -96,9 +96,7 @@ def plot_fields(
         variables = [name for name, v in dataset.data_vars.items() if time_name in v.dims]
     elif isinstance(variables, str):
         variables = [variables]
-    for name in variables:
-        if name not in dataset.data_vars:
-            raise UnknownNameError(expected_found("variable", list(dataset.data_vars), name))
+    check_names("variable", variables, dataset.data_vars)
     on_sphere = _is_lat_lon(dataset[variables[0]])
     figure, axes = _figure(len(variables), len(times), on_sphere)
     for row, name in enumerate(variables):
@@ -168,9 +166,7 @@ def plot_analysis(
                      and not name.endswith("_forecast")]
     elif isinstance(variables, str):
         variables = [variables]
-    for name in variables:
-        if name not in snapshot.data_vars:
-            raise UnknownNameError(expected_found("variable", list(snapshot.data_vars), name))
+    check_names("variable", variables, snapshot.data_vars)
     if truth is not None:
         if "run" in truth.dims:
             truth = truth.isel(run=0)

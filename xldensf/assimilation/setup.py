@@ -27,7 +27,7 @@ import torch
 import xarray as xr
 
 from ..conventions import STATION_DIM, convert_values, variable_attrs
-from ..errors import ConfigurationError, DataError, UnknownNameError, expected_found
+from ..errors import ConfigurationError, DataError, check_names, expected_found
 from ..geometry import GridGeometry, StationPositions
 
 __all__ = ["ObservationProblem", "observation_problem", "check_members"]
@@ -149,10 +149,7 @@ def observation_problem(observations: xr.Dataset, model: Any, *, obs_error: Any 
     if not observed:
         raise DataError(expected_found("observed variables", "variables with dims (time, "
                                        "station)", sorted(observations.data_vars)))
-    unknown = [name for name in observed if name not in model_variables]
-    if unknown:
-        raise UnknownNameError(expected_found("observed variables", list(model_variables),
-                                              unknown))
+    check_names("observed variable", observed, model_variables)
     times = np.asarray(time_coordinate.values)
     if np.issubdtype(times.dtype, np.timedelta64):
         times = times / np.timedelta64(1, "s")
