@@ -8,6 +8,15 @@ Examples
 ['x']
 """
 
+import warnings
+
+# cf_xarray.units warns when matplotlib (an optional extra here) is missing; silence that
+# one message, and only around its first import, so a base install imports cleanly.
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", message=r"Import\(s\) unavailable to set up matplotlib",
+                            category=UserWarning)
+    import cf_xarray.units  # noqa: F401
+
 from . import (
     accessor,  # noqa: F401  (registers ds.ldensf)
     io,

@@ -17,6 +17,7 @@ Examples
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,6 +38,7 @@ __all__ = [
     "variable_attrs",
     "coordinate_attrs",
     "parse_units",
+    "station_dim",
 ]
 
 RUN_DIM = "run"
@@ -186,6 +188,28 @@ def convert_values(values: np.ndarray, from_units: str, to_units: str, what: str
         raise UnitsError(
             expected_found(what, f"units convertible to {to_units!r}", from_units)
         ) from err
+
+
+def station_dim(obj: xr.Dataset | xr.DataArray) -> Hashable | None:
+    """The station (CF timeSeries instance) dim of ``obj``, or ``None`` if it has none.
+
+    The dim of a variable with ``cf_role: timeseries_id`` (the CF way of marking the
+    instance dimension, whatever its name); otherwise the dim named :data:`STATION_DIM`.
+
+    Examples
+    --------
+    >>> import numpy as np, xarray as xr
+    >>> ds = xr.Dataset(coords={"id": ("site", np.arange(3), {"cf_role": "timeseries_id"})})
+    >>> station_dim(ds)
+    'site'
+    >>> station_dim(xr.Dataset(coords={"station": np.arange(2)}))
+    'station'
+    """
+    variables = obj.coords if isinstance(obj, xr.DataArray) else obj.variables
+    for variable in variables.values():
+        if variable.attrs.get("cf_role") == "timeseries_id" and variable.ndim >= 1:
+            return variable.dims[0]
+    return STATION_DIM if STATION_DIM in obj.dims else None
 
 
 def with_attrs(array: xr.DataArray, attrs: dict[str, str]) -> xr.DataArray:

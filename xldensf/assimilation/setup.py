@@ -26,7 +26,7 @@ import numpy as np
 import torch
 import xarray as xr
 
-from ..conventions import STATION_DIM, convert_values, variable_attrs
+from ..conventions import convert_values, station_dim, variable_attrs
 from ..errors import ConfigurationError, DataError, check_names, expected_found
 from ..geometry import GridGeometry, StationPositions
 
@@ -68,12 +68,12 @@ class ObservationProblem:
         return self.positions.n_stations
 
 
-def _observed_variables(observations: xr.Dataset, time_name: str) -> list[str]:
+def _observed_variables(observations: xr.Dataset, time_name: str, station: Any) -> list[str]:
     ancillary = set()
     for variable in observations.data_vars.values():
         ancillary.update(str(variable.attrs.get("ancillary_variables", "")).split())
     return [name for name, variable in observations.data_vars.items()
-            if STATION_DIM in variable.dims and time_name in variable.dims
+            if station in variable.dims and time_name in variable.dims
             and name not in ancillary]
 
 
@@ -123,16 +123,20 @@ def observation_problem(observations: xr.Dataset, model: Any, *, obs_error: Any 
     Raises
     ------
     DataError
-        No ``station`` dim, no time axis, times before the prior, all values missing.
+        No station dim (named ``station`` or marked by ``cf_role: timeseries_id``), no time
+        axis, times before the prior, all values missing (nothing to assimilate).
     UnknownNameError
         An observed variable that the model does not have.
     UnitsError
         Units that do not convert to the model's.
     """
-    if not isinstance(observations, xr.Dataset) or STATION_DIM not in observations.dims:
-        found = sorted(observations.dims) if isinstance(observations, xr.Dataset) else type(
-            observations).__name__
-        raise DataError(expected_found("observation dims", "(time, station)", found))
+    station = station_dim(observations) if isinstance(observations, xr.Dataset) else None
+    if station is None:
+        found = sorted(map(str, observations.dims)) if isinstance(observations, xr.Dataset) \
+            else type(observations).__name__
+        raise DataError(expected_found("observation dims", "(time, station): a station dim "
+                                       "named 'station' or marked by a variable with cf_role "
+                                       "'timeseries_id'", found))
     if "T" not in observations.cf.axes:
         raise DataError(expected_found("observation time axis", "a coordinate with CF axis T",
                                        sorted(observations.coords)))
@@ -145,7 +149,7 @@ def observation_problem(observations: xr.Dataset, model: Any, *, obs_error: Any 
     geometry = geometry if geometry is not None else GridGeometry.from_simulator(model)
     time_units = time_units if time_units is not None else model.time_units
 
-    observed = _observed_variables(observations, time_name)
+    observed = _observed_variables(observations, time_name, station)
     if not observed:
         raise DataError(expected_found("observed variables", "variables with dims (time, "
                                        "station)", sorted(observations.data_vars)))
@@ -169,7 +173,7 @@ def observation_problem(observations: xr.Dataset, model: Any, *, obs_error: Any 
 
     blocks, stds, units_out = [], [], {}
     for name in observed:
-        variable = observations[name].transpose(time_name, STATION_DIM)
+        variable = observations[name].transpose(time_name, station)
         source_units = variable.attrs.get("units")
         if source_units is None:
             raise DataError(expected_found(f"units of observed {name!r}", "a units attribute",
@@ -182,9 +186,10 @@ def observation_problem(observations: xr.Dataset, model: Any, *, obs_error: Any 
         stds.append(np.full(variable.shape, float(convert_values(np.array(std), source_units,
                                                                    target, "error units"))))
     values = np.concatenate(blocks, axis=1)
-    if np.isnan(values).all():
-        raise DataError(expected_found("observation values", "at least one finite value",
-                                       "all missing (NaN)"))
+    if values.size == 0 or np.isnan(values).all():
+        raise DataError(expected_found(
+            "observation values", "at least one finite value",
+            f"all {values.size} missing (NaN): nothing to assimilate"))
     positions = geometry.station_positions(observations, times=time_coordinate)
     return ObservationProblem(
         variables=tuple(observed), times=times, values=torch.as_tensor(values),
