@@ -71,7 +71,7 @@ def test_accessor_scores_an_analysis_and_errors():
     obs = truth.ldensf.observe(stations=40, noise=0.1, seed=0)
     analysis = obs.ldensf.assimilate(xl.simulator("lorenz96", preset="small"), method="letkf",
                                      members=8, seed=0, localization=4.0, inflation=1.04)
-    score = analysis.ldensf.rmse(truth)
+    score = analysis.ldensf.relative_rmse(truth)
     assert score["x"].dims == ("time",)
     assert float(score["x"][-1]) < float(score["x"][0])  # assimilation reduces the error
     assert float(analysis.ldensf.crps(truth)["x"][-1]) > 0

@@ -19,14 +19,16 @@ from __future__ import annotations
 
 import inspect
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import xarray as xr
 
+from .alignment import DEFAULT_TOLERANCE
 from .assimilation import assimilate as _assimilate
 from .metrics import crps as _crps
 from .metrics import relative_rmse as _relative_rmse
+from .metrics import rmse as _rmse
 from .metrics import spread_skill_ratio as _spread_skill_ratio
 from .observations import observe as _observe
 from .plot import plot_analysis as _plot_analysis
@@ -81,19 +83,45 @@ class LDEnSFAccessor:
                     checkpoint_dir, encoder=encoder, progress=progress, callback=callback,
                     **overrides)
 
+    @_documented_by(_rmse)
+    def rmse(self, truth: xr.Dataset, variables: Sequence[str] | None = None, *,
+             dim: Any = None, member_dim: Hashable | None = None, weights: Any = "area",
+             keep_attrs: bool = False, tolerance: float = DEFAULT_TOLERANCE,
+             interpolate: bool = False) -> xr.Dataset:
+        return _rmse(self._obj, truth, variables, dim=dim, member_dim=member_dim,
+                     weights=weights, keep_attrs=keep_attrs, tolerance=tolerance,
+                     interpolate=interpolate)
+
     @_documented_by(_relative_rmse)
-    def rmse(self, truth: xr.Dataset, variables: Sequence[str] | None = None) -> xr.Dataset:
-        return _relative_rmse(self._obj, truth, variables)
+    def relative_rmse(self, truth: xr.Dataset, variables: Sequence[str] | None = None, *,
+                      dim: Any = None, member_dim: Hashable | None = None,
+                      weights: Any = "area", keep_attrs: bool = False,
+                      tolerance: float = DEFAULT_TOLERANCE,
+                      interpolate: bool = False) -> xr.Dataset:
+        return _relative_rmse(self._obj, truth, variables, dim=dim, member_dim=member_dim,
+                              weights=weights, keep_attrs=keep_attrs, tolerance=tolerance,
+                              interpolate=interpolate)
 
     @_documented_by(_crps)
     def crps(self, truth: xr.Dataset, variables: Sequence[str] | None = None, *,
-             fair: bool = False) -> xr.Dataset:
-        return _crps(self._obj, truth, variables, fair=fair)
+             fair: bool = False, dim: Any = None, member_dim: Hashable | None = None,
+             weights: Any = "area", keep_attrs: bool = False,
+             tolerance: float = DEFAULT_TOLERANCE, interpolate: bool = False,
+             engine: str = "numpy") -> xr.Dataset:
+        return _crps(self._obj, truth, variables, fair=fair, dim=dim, member_dim=member_dim,
+                     weights=weights, keep_attrs=keep_attrs, tolerance=tolerance,
+                     interpolate=interpolate, engine=engine)
 
     @_documented_by(_spread_skill_ratio)
-    def spread_skill(self, truth: xr.Dataset,
-                     variables: Sequence[str] | None = None) -> xr.Dataset:
-        return _spread_skill_ratio(self._obj, truth, variables)
+    def spread_skill(self, truth: xr.Dataset, variables: Sequence[str] | None = None, *,
+                     dim: Any = None, member_dim: Hashable | None = None,
+                     weights: Any = "area", keep_attrs: bool = False,
+                     tolerance: float = DEFAULT_TOLERANCE,
+                     interpolate: bool = False) -> xr.Dataset:
+        return _spread_skill_ratio(self._obj, truth, variables, dim=dim,
+                                   member_dim=member_dim, weights=weights,
+                                   keep_attrs=keep_attrs, tolerance=tolerance,
+                                   interpolate=interpolate)
 
     @_documented_by(_plot_analysis)
     def plot(self, truth: xr.Dataset | None = None, variables: str | Sequence[str] | None = None,
