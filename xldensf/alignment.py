@@ -260,6 +260,17 @@ def align_truth(ensemble: xr.Dataset, truth: xr.Dataset,
         some analysis times, or on a different grid (without ``interpolate=True``).
     UnitsError
         Units that do not convert to the analysis'.
+
+    Examples
+    --------
+    >>> import numpy as np, xarray as xr
+    >>> lat = {"standard_name": "latitude", "units": "degrees_north"}
+    >>> analysis = xr.Dataset({"u": ("lat", np.zeros(3))},
+    ...                       coords={"lat": ("lat", [-30.0, 0.0, 30.0], lat)})
+    >>> truth = xr.Dataset({"u": ("lat", np.arange(5.0))},
+    ...                    coords={"lat": ("lat", [60.0, 30.0, 0.0, -30.0, -60.0], lat)})
+    >>> align_truth(analysis, truth)["u"].values.tolist()
+    [3.0, 2.0, 1.0]
     """
     if not isinstance(truth, xr.Dataset):
         raise DataError(expected_found("truth", "an xarray.Dataset", type(truth).__name__))

@@ -524,7 +524,15 @@ def parameter_error(ensemble: xr.Dataset, truth: xr.Dataset | dict[str, float],
                     names: Sequence[str], *, ranges: dict[str, float] | None = None
                     ) -> xr.Dataset:
     """Error of the posterior-mean parameters: relative to the true value, or to the prior
-    range width when ``ranges`` gives it."""
+    range width when ``ranges`` gives it.
+
+    Examples
+    --------
+    >>> import xarray as xr
+    >>> ensemble = xr.Dataset({"c": ("member", [1.0, 1.4])})
+    >>> round(float(parameter_error(ensemble, {"c": 1.0}, ["c"])["c"]), 6)
+    0.2
+    """
     out = {}
     for name in names:
         if name not in ensemble:

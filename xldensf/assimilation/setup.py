@@ -17,7 +17,7 @@ Examples
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,7 +68,8 @@ class ObservationProblem:
         return self.positions.n_stations
 
 
-def _observed_variables(observations: xr.Dataset, time_name: str, station: Any) -> list[str]:
+def _observed_variables(observations: xr.Dataset, time_name: Hashable,
+                        station: Hashable) -> list[str]:
     ancillary = set()
     for variable in observations.data_vars.values():
         ancillary.update(str(variable.attrs.get("ancillary_variables", "")).split())
