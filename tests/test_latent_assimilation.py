@@ -310,7 +310,7 @@ def test_bad_input_is_refused_with_expected_and_found(linear_model):
             observations.ldensf.assimilate(linear_model, members=members)
     renamed = observations.rename({"h": "eta", "h_error_std": "eta_error_std"})
     renamed["eta"].attrs["ancillary_variables"] = "eta_error_std"
-    with pytest.raises(xl.UnknownNameError, match=r"expected one of \['h'\], found \['eta'\]"):
+    with pytest.raises(xl.UnknownNameError, match=r"expected one of \['h'\], found 'eta'"):
         renamed.ldensf.assimilate(linear_model, members=4)
     layout = observations.assign_coords(x=("station", [0.2, 0.5, 1.5], {"units": "m"}))
     with pytest.raises(xl.DataError, match="station x.*found 1.5"):
