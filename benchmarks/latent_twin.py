@@ -40,18 +40,21 @@ the prior's start plus one analysis):
 Usage::
 
     OMP_NUM_THREADS=1 python benchmarks/latent_twin.py [--truths 5] [--members 20 100]
-        [--frames 21] [--particles 4096] [--output benchmarks/results/latent_twin]
+        [--frames 16] [--particles 4096] [--output benchmarks/results/latent_twin]
 
 The EnSF ``likelihood`` setting shares its name with ``assimilate``'s own ``likelihood``
 (decoder / encoder), so the reference-code nudge configuration (``likelihood="damped"``)
-cannot be passed through ``assimilate``; this script builds that kernel with the setting
-by a temporary wrapper around the latent driver's ``get_filter`` (see :func:`paper_kernel`).
+cannot be passed through ``assimilate``, and the damped likelihood's step-stability check
+fails on the decoder operator (it differentiates through autograd, the operator has its own
+reverse pass); this script builds that kernel by a temporary wrapper around the latent
+driver's ``get_filter`` (:func:`paper_kernel`, :class:`DampedEnSF`).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import math
 import sys
@@ -69,6 +72,7 @@ import xldensf.assimilation.latent as latent_driver
 from xldensf.assimilation.likelihoods import decoder_operators, latent_geometry
 from xldensf.assimilation.setup import observation_problem
 from xldensf.experiments import shipped_model_path
+from xldensf.filters import EnSF
 from xldensf.metrics import crps_ensemble_kernel
 
 RESULTS = Path(__file__).parent / "results"
@@ -91,6 +95,29 @@ FIELD_MASS_LEFT = 1e-4
 CHUNK = 4096
 
 
+@dataclasses.dataclass(frozen=True)
+class DampedEnSF(EnSF):
+    """EnSF whose step-stability check also works with the decoder operator.
+
+    The library's check (``lambda_max(J^T R^-1 J)`` by power iteration through autograd)
+    fails on the decoder likelihood's hand-written operator (no autograd graph); this
+    computes the same number from the operator's own ``jacobian`` at the ensemble mean.
+    """
+
+    def _curvature(self, problem: Any, iterations: int = 20) -> float:
+        operator = problem.operator
+        if not hasattr(operator, "jacobian"):
+            return super()._curvature(problem, iterations)
+        points = problem.ensemble.mean(dim=1)
+        weights = problem.inverse_std ** 2
+        value = 0.0
+        for point, weight in zip(points, weights):
+            jacobian = operator.jacobian(point)
+            value = max(value, float(torch.linalg.eigvalsh(
+                jacobian.T @ (weight[:, None] * jacobian)).max()))
+        return value
+
+
 @contextlib.contextmanager
 def paper_kernel() -> Iterator[None]:
     """Let the latent driver build its EnSF with ``likelihood="damped"`` (the name clashes
@@ -99,7 +126,7 @@ def paper_kernel() -> Iterator[None]:
 
     def patched(name: str, **settings: Any) -> Any:
         if name == "ensf":
-            settings = {**settings, "likelihood": "damped"}
+            return DampedEnSF(**{**settings, "likelihood": "damped"})
         return original(name, **settings)
 
     latent_driver.get_filter = patched
@@ -327,7 +354,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--truths", type=int, default=5)
     parser.add_argument("--members", type=int, nargs="+", default=[20, 100])
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
-    parser.add_argument("--frames", type=int, default=21,
+    parser.add_argument("--frames", type=int, default=16,
                         help="observed frames from the start (the model has 51)")
     parser.add_argument("--particles", type=int, default=4096,
                         help="Sobol particles of the reference's first generation")
