@@ -394,3 +394,24 @@ def test_divergence_is_detected_and_names_the_cycle():
     with pytest.raises(xl.XLDEnSFError, match="cycle 0 .*NaN or Inf"):
         cycle(ETKF(), lambda e, t0, d: e * float("nan"), ensemble, [1.0], blind[:1],
               OPERATOR, 1.0)
+
+
+def test_damped_ensf_with_the_surrogate_decoder_operator_runs():
+    # the step-stability check of the damped likelihood used autograd through the operator,
+    # which the decoder's hand-written reverse pass does not provide; it uses the operator's
+    # own Jacobian now
+    import xldensf as xl
+    from xldensf.assimilation.likelihoods import DecoderOperator
+    from xldensf.experiments import shipped_model_path
+    from xldensf.filters import EnSF
+
+    model = xl.load_model(shipped_model_path("tsunami", "small"))
+    stations = torch.tensor([[1.0e5, 2.0e5], [3.0e5, 1.5e5]], dtype=model.dtype)
+    operator = DecoderOperator(model, stations, [2])
+    generator = torch.Generator().manual_seed(0)
+    n_state = model.latent_dim + model.n_parameters
+    prior = 0.1 * torch.randn(10, n_state, generator=generator, dtype=model.dtype)
+    observed = operator(prior[:1])[0]
+    analysis = EnSF(prior_score="member", likelihood="damped", steps=20).analysis(
+        prior, observed, operator, 0.1, generator)
+    assert analysis.shape == prior.shape and bool(torch.isfinite(analysis).all())

@@ -442,20 +442,22 @@ class EnSF(EnsembleFilter):
                 f"{n_state} state values ({self.prior_score} prior score)"))
 
     def _curvature(self, problem: Problem, iterations: int = 20) -> float:
-        """``lambda_max(J^T R^-1 J)`` at each ensemble mean by power iteration (the max)."""
+        """``lambda_max(J^T R^-1 J)`` at each ensemble mean (power iteration for a matrix; the
+        operator's Jacobian otherwise), the largest over the batch."""
         operator, weights = problem.operator, problem.inverse_std[:, None, :] ** 2
         point = problem.ensemble.mean(dim=1, keepdim=True)
+        if not operator.is_linear:
+            # the operator's own Jacobian (hand-written for the surrogate's decoder, autograd
+            # otherwise): lambda_max(J^T R^-1 J) = sigma_max(R^-1/2 J)^2, one per problem
+            return max(float(torch.linalg.matrix_norm(
+                operator.jacobian(point[index, 0]) * problem.inverse_std[index][:, None],
+                ord=2) ** 2) for index in range(point.shape[0]))
         vector = torch.randn(point.shape, generator=torch.Generator().manual_seed(0),
                              dtype=point.dtype).to(point.device)
         value = torch.zeros(point.shape[0], dtype=point.dtype, device=point.device)
         for _ in range(iterations):
             vector = vector / vector.norm(dim=-1, keepdim=True).clamp(min=1e-300)
-            if operator.is_linear:
-                tangent = operator.apply(vector)
-            else:
-                with torch.enable_grad():
-                    _, tangent = torch.autograd.functional.jvp(operator.apply, point, vector)
-            scaled = tangent * weights
+            scaled = operator.apply(vector) * weights
             _, product = _vector_jacobian(operator, point, lambda _, scaled=scaled: scaled)
             value = (vector * product).sum(dim=(-1, -2))
             vector = product
