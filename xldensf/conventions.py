@@ -406,17 +406,25 @@ def time_coordinate(obj: Any, what: str = "time axis") -> xr.DataArray:
     return coordinate
 
 
-def parse_datetime(value: Any, what: str = "start") -> Any:
+def parse_datetime(value: Any, what: str = "start", calendar: str | None = None) -> Any:
     """``value`` (ISO string, ``datetime``, ``numpy.datetime64``, cftime) as one datetime:
-    ``numpy.datetime64[ns]``, or the cftime object itself.
+    ``numpy.datetime64[ns]``, or a cftime object (given, or a string with a ``calendar``).
 
     Examples
     --------
     >>> parse_datetime("2011-03-11T05:46:00")
     np.datetime64('2011-03-11T05:46:00.000000000')
+    >>> parse_datetime("2000-02-30", calendar="360_day").calendar
+    '360_day'
     """
     if cftime is not None and isinstance(value, cftime.datetime):
         return value
+    if calendar is not None and cftime is not None and isinstance(value, str):
+        try:
+            return cftime.num2date(0, f"seconds since {value}", calendar)
+        except (TypeError, ValueError) as err:
+            raise ParameterError(expected_found(what, f"a datetime in calendar {calendar!r}",
+                                                value)) from err
     try:
         parsed = np.datetime64(value, "ns")
     except (TypeError, ValueError) as err:
