@@ -98,12 +98,17 @@ def test_datetimes_through_netcdf(tmp_path, l96_dated):
         assert "since" in raw.time.attrs["units"]
 
 
-def test_written_numeric_seconds_have_cf_units(tmp_path):
-    ds = xr.Dataset({"u": ("time", [1.0, 2.0])},
-                    coords={"time": ("time", [0.0, 30.0], {"units": "s", "axis": "T"})})
-    with xr.open_dataset(xl.io.write_netcdf(ds, tmp_path / "n.nc")) as back:
-        assert back.time.attrs["units"] == "seconds"
-    assert ds.time.attrs["units"] == "s"  # the caller's Dataset is untouched
+def test_written_datetimes_without_encoding_get_cf_units(tmp_path):
+    times = np.array(["2011-03-11T05:46", "2011-03-11T06:46"], dtype="datetime64[ns]")
+    ds = xr.Dataset({"u": ("time", [1.0, 2.0]), "arrival": ("time", times)},
+                    coords={"time": ("time", times)})
+    path = xl.io.write_netcdf(ds, tmp_path / "n.nc")
+    with xr.open_dataset(path, decode_times=False) as raw:
+        assert raw.time.attrs["units"].startswith("seconds since 2011-03-11")
+        assert "since" in raw.arrival.attrs["units"]
+    with xr.open_dataset(path) as back:
+        xr.testing.assert_identical(back, ds)
+    assert ds.time.encoding == {}  # the caller's Dataset is untouched
 
 
 def test_observations_with_datetimes_through_netcdf(tmp_path, l96_dated):

@@ -35,7 +35,7 @@ import safetensors.torch
 import torch
 import xarray as xr
 
-from .conventions import find_time_name, is_datetime_like, time_encoding
+from .conventions import is_datetime_like, time_encoding
 from .errors import DataError, expected_found
 
 __all__ = ["atomic_path", "atomic_write_bytes", "write_netcdf", "cf_time_units",
@@ -89,17 +89,13 @@ def write_netcdf(dataset: xr.Dataset, path: str | os.PathLike[str]) -> Path:
     return Path(path)
 
 
-#: Numeric time units that CF decoders read as durations, by their short spelling.
-_CF_DURATION_UNITS = {"s": "seconds", "sec": "seconds", "min": "minutes", "h": "hours",
-                      "hr": "hours", "d": "days"}
-
-
 def cf_time_units(dataset: xr.Dataset) -> xr.Dataset:
     """``dataset`` (a shallow copy) with CF time units for writing.
 
-    Datetime variables without an encoding get ``seconds since <first time>``; a numeric
-    time coordinate in ``"s"`` (or ``"h"``, ...) gets the CF/UDUNITS spelling that CF
-    decoders accept (``"seconds"``). A nondimensional time (units ``"1"``) is kept.
+    Datetime64 variables without a ``units`` encoding get ``seconds since <first time>``
+    in the proleptic Gregorian calendar (cftime datetimes keep xarray's own encoding);
+    numeric times keep their ``units`` (UDUNITS durations such as ``"s"``, or ``"1"`` for
+    nondimensional models).
 
     Examples
     --------
@@ -115,12 +111,6 @@ def cf_time_units(dataset: xr.Dataset) -> xr.Dataset:
             valid = variable.values[~np.isnat(variable.values)]
             if valid.size:
                 variable.encoding = {**variable.encoding, **time_encoding(valid.min())}
-    time_name = find_time_name(out)
-    if time_name is not None and time_name in out.variables:
-        variable = out.variables[time_name]
-        spelling = _CF_DURATION_UNITS.get(str(variable.attrs.get("units", "")))
-        if spelling is not None and np.issubdtype(variable.dtype, np.number):
-            variable.attrs = {**variable.attrs, "units": spelling}
     return out
 
 
