@@ -205,3 +205,33 @@ def test_time_title_is_readable():
     assert time_title(xr.DataArray(42570.1, name="time", attrs={"units": "s"})) == \
         "time = 11.83 h"
     assert time_title(xr.DataArray(0.25, name="time", attrs={"units": "1"})) == "time = 0.25"
+
+
+def test_cftime_axes(l96_dated):
+    times = xr.date_range("2000-01-01", periods=l96_dated.sizes["time"], freq="6h",
+                          calendar="360_day", use_cftime=True)
+    truth = l96_dated.assign_coords(time=("time", times))
+    obs = truth.ldensf.observe(stations=20, noise=0.1, seed=0, every=2)
+    analysis = _letkf(obs)
+    expected = _letkf(l96_dated.ldensf.observe(stations=20, noise=0.1, seed=0, every=2))
+    assert list(analysis.time.values) == list(times[::2])
+    np.testing.assert_allclose(analysis["x"].values, expected["x"].values, rtol=0, atol=1e-12)
+    assert "2000-01-01 00:00" in plot_fields(truth, "x").axes[0].get_title()
+
+
+def test_fit_on_cftime_runs_returns_cftime():
+    train = xl.simulate("lorenz96", runs=4, seed=0, preset="small", n_outputs=6)
+    times = xr.date_range("2000-02-29", periods=6, freq="6h", calendar="360_day",
+                          use_cftime=True)
+    train = train.assign_coords(time=("time", times))
+    model = fit(train, parameters=["F"], seed=0, steps=2, finetune_steps=0,
+                reconstruction_width=8)
+    assert model.metadata.time_attrs["xldensf_time_calendar"] == "360_day"
+    assert list(model.forecast({"F": [8.0]}).time.values) == list(times)
+
+
+def test_datetimes_without_attributes_beside_spatial_attributes(l96_dated):
+    bare = l96_dated.assign_coords(time=("time", l96_dated.time.values))
+    assert bare.time.attrs == {} and bare.k.attrs
+    obs = bare.ldensf.observe(stations=10, noise=0.1, seed=0, every=5)
+    np.testing.assert_array_equal(obs.time.values, l96_dated.time.values[::5])
