@@ -35,9 +35,11 @@ import safetensors.torch
 import torch
 import xarray as xr
 
+from .conventions import is_datetime_like, time_encoding
 from .errors import DataError, expected_found
 
-__all__ = ["atomic_path", "atomic_write_bytes", "write_netcdf", "write_safetensors",
+__all__ = ["atomic_path", "atomic_write_bytes", "write_netcdf", "cf_time_units",
+           "write_safetensors",
            "read_safetensors", "check_format", "metadata_json", "json_safe"]
 
 #: Largest safetensors header accepted (guards against reading garbage lengths).
@@ -78,11 +80,38 @@ def write_netcdf(dataset: xr.Dataset, path: str | os.PathLike[str]) -> Path:
     dataset
         Any Dataset xarray can write.
     path
-        Destination file; its directory must exist.
+        Destination file; its directory must exist. Times are written with CF units
+        (see :func:`cf_time_units`), so ``xarray.open_dataset`` decodes datetimes.
     """
+    dataset = cf_time_units(dataset)
     with atomic_path(path) as temporary:
         dataset.to_netcdf(temporary, engine="netcdf4")
     return Path(path)
+
+
+def cf_time_units(dataset: xr.Dataset) -> xr.Dataset:
+    """``dataset`` (a shallow copy) with CF time units for writing.
+
+    Datetime64 variables without a ``units`` encoding get ``seconds since <first time>``
+    in the proleptic Gregorian calendar (cftime datetimes keep xarray's own encoding);
+    numeric times keep their ``units`` (UDUNITS durations such as ``"s"``, or ``"1"`` for
+    nondimensional models).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> ds = xr.Dataset(coords={"time": np.array(["2011-03-11T05:46"], "datetime64[ns]")})
+    >>> cf_time_units(ds).time.encoding["units"]
+    'seconds since 2011-03-11T05:46:00'
+    """
+    out = dataset.copy(deep=False)
+    for variable in out.variables.values():
+        if is_datetime_like(variable) and np.issubdtype(variable.dtype, np.datetime64) \
+                and "units" not in variable.encoding and variable.size:
+            valid = variable.values[~np.isnat(variable.values)]
+            if valid.size:
+                variable.encoding = {**variable.encoding, **time_encoding(valid.min())}
+    return out
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:

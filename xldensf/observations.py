@@ -31,7 +31,13 @@ import torch
 import xarray as xr
 
 from ._version import __version__
-from .conventions import STATION_DIM, parse_units
+from .conventions import (
+    STATION_DIM,
+    dequantify,
+    is_quantity,
+    quantity_magnitude,
+    time_coordinate,
+)
 from .errors import (
     DataError,
     ParameterError,
@@ -47,8 +53,6 @@ from .geometry import (
     GridGeometry,
     InterpolationOperator,
     StationPositions,
-    cf_roles,
-    describe_coordinates,
     random_layout,
     regular_layout,
 )
@@ -64,10 +68,6 @@ __all__ = [
     "random_layout",
     "regular_layout",
 ]
-
-
-def _is_quantity(value: Any) -> bool:
-    return hasattr(value, "magnitude") and hasattr(value, "units")
 
 
 _REGULAR = re.compile(r"^\s*(\d+)\s*(?:x\s*(\d+)\s*)?$")
@@ -100,17 +100,14 @@ def _noise_std(noise: Any, name: str, field_values: np.ndarray, field_units: str
         if name not in noise:
             raise UnknownNameError(expected_found("noise entries", sorted(noise), name))
         noise = noise[name]
-    if _is_quantity(noise):
+    if is_quantity(noise):
         magnitude = float(np.asarray(noise.magnitude))
         if field_units is None:
             raise UnitsError(expected_found(f"units attribute of variable {name!r}",
                                             "a unit string (noise given as a Quantity)", None))
-        try:
-            std = float(noise.to(parse_units(field_units, f"units of {name!r}")).magnitude)
-        except Exception as err:  # pint raises DimensionalityError and friends
-            raise UnitsError(expected_found(f"units of noise for {name!r}",
-                                            f"units convertible to {field_units!r}",
-                                            str(noise.units))) from err
+        # a standard deviation is a difference: 1 K of noise on a degC field is 1 degC
+        std = float(quantity_magnitude(noise, field_units, f"noise for {name!r}",
+                                       difference=True))
         description = f"{magnitude:g} {noise.units:~}"
         value = magnitude
     else:
@@ -200,16 +197,9 @@ def observe(
     """
     if isinstance(dataset, xr.DataArray):
         dataset = dataset.to_dataset(name=dataset.name or "field")
+    dataset = dequantify(dataset)
     geometry = GridGeometry.from_dataset(dataset)
-    roles = cf_roles(dataset)
-    if "T" not in roles:
-        raise DataError(expected_found("time axis", "a time coordinate recognisable by "
-                                       "cf-xarray (standard_name time, axis T or datetime)",
-                                       describe_coordinates(dataset)))
-    time = dataset[roles["T"]]
-    if time.ndim != 1:
-        raise DataError(expected_found(f"time coordinate {roles['T']!r}", "1-D", time.dims))
-    time_dim = time.dims[0]
+    time_dim = time_coordinate(dataset, "time axis").dims[0]
     names = _observed_variables(dataset, variables, (time_dim, *geometry.dims))
     every = check_positive_int("every", every)
     seed = resolve_seed(seed)

@@ -25,10 +25,58 @@ import cf_xarray  # noqa: F401  (registers ds.cf)
 import numpy as np
 import xarray as xr
 
-from .conventions import MEMBER_DIM
-from .errors import DataError, check_names, expected_found
+from .conventions import (
+    MEMBER_DIM,
+    convert_values,
+    find_time_name,
+    is_datetime_like,
+    parse_units,
+    units,
+)
+from .errors import DataError, UnitsError, check_names, expected_found
 
-__all__ = ["configure_cartopy", "natural_earth_dir", "plot_fields", "plot_analysis"]
+__all__ = ["configure_cartopy", "natural_earth_dir", "plot_fields", "plot_analysis",
+           "time_title"]
+
+
+def time_title(time: xr.DataArray) -> str:
+    """A readable title of one time: the datetime (to the minute, or the second), or a
+    numeric time in hours when it is over an hour of seconds, else with its units.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> time_title(xr.DataArray(np.datetime64("2011-03-11T05:46:00", "ns"), name="time"))
+    'time = 2011-03-11 05:46'
+    >>> time_title(xr.DataArray(42570.1, name="time", attrs={"units": "s"}))
+    'time = 11.83 h'
+    """
+    value = np.asarray(time.values)
+    if is_datetime_like(value):
+        if np.issubdtype(value.dtype, np.datetime64):
+            seconds = np.datetime64(value, "s")
+            unit = "m" if seconds == np.datetime64(value, "m") else "s"
+            text = str(np.datetime_as_string(seconds, unit=unit)).replace("T", " ")
+        else:
+            text = value.item().isoformat(sep=" ")
+        return f"{time.name} = {text}"
+    if np.issubdtype(value.dtype, np.timedelta64):
+        value, unit_text = value / np.timedelta64(1, "s"), "s"
+    else:
+        unit_text = str(time.attrs.get("units", ""))
+    number = float(value)
+    try:
+        is_time = bool(unit_text) and parse_units(unit_text).dimensionality == \
+            units.s.dimensionality
+    except UnitsError:
+        is_time = False
+    if is_time:
+        seconds = float(convert_values(number, unit_text, "s"))
+        if abs(seconds) >= 3600:
+            return f"{time.name} = {seconds / 3600:.4g} h"
+        return f"{time.name} = {seconds:.4g} s"
+    suffix = f" {unit_text}" if unit_text and unit_text != "1" else ""
+    return f"{time.name} = {number:g}{suffix}"
 
 
 def natural_earth_dir() -> Path:
@@ -86,10 +134,10 @@ def plot_fields(
     -------
     matplotlib.figure.Figure
     """
-    time_name = dataset.cf["T"].name if "T" in dataset.cf.axes else None
+    time_name = find_time_name(dataset)
     if time_name is None:
-        raise DataError(expected_found("dataset axes", "a time axis (CF axis T)",
-                                       sorted(dataset.dims)))
+        raise DataError(expected_found("dataset axes", "a time axis (CF axis T, datetimes or "
+                                       "a coordinate named 'time')", sorted(dataset.dims)))
     if "run" in dataset.dims:
         dataset = dataset.isel(run=0)
     if variables is None:
@@ -105,7 +153,7 @@ def plot_fields(
         for col, index in enumerate(times):
             snapshot = field.isel({time_name: index})
             image = _draw(axes[row, col], snapshot, on_sphere, cmap, -limit, limit, coastlines)
-            axes[row, col].set_title(f"{name}, {time_name} = {float(snapshot[time_name]):g}",
+            axes[row, col].set_title(f"{name}, {time_title(snapshot[time_name])}",
                                      fontsize=9)
         if field.ndim > 2:
             figure.colorbar(image, ax=axes[row, :].tolist(), shrink=0.85,
@@ -157,7 +205,9 @@ def plot_analysis(
     """
     if MEMBER_DIM not in analysis.dims:
         raise DataError(expected_found("analysis dims", "a member dim", sorted(analysis.dims)))
-    time_name = analysis.cf["T"].name
+    time_name = find_time_name(analysis)
+    if time_name is None:
+        raise DataError(expected_found("analysis axes", "a time axis", sorted(analysis.dims)))
     snapshot = analysis.isel({time_name: time})
     grid_dims = [d for d in snapshot.dims if d != MEMBER_DIM]
     if variables is None:
@@ -197,7 +247,7 @@ def plot_analysis(
             if field.ndim == 2:
                 figure.colorbar(image, ax=axes[row, col], shrink=0.8,
                                 label=snapshot[name].attrs.get("units", ""))
-    figure.suptitle(f"{time_name} = {float(snapshot[time_name]):g}", fontsize=10)
+    figure.suptitle(time_title(snapshot[time_name]), fontsize=10)
     return figure
 
 

@@ -28,7 +28,13 @@ import torch
 import xarray as xr
 
 from .._version import __version__
-from ..conventions import MEMBER_DIM, convert_values, variable_attrs
+from ..conventions import (
+    MEMBER_DIM,
+    convert_values,
+    is_quantity,
+    quantity_magnitude,
+    variable_attrs,
+)
 from ..errors import DataError, UnknownNameError, expected_found
 from ..filters import FILTERS, cycle, get_filter
 from ..filters.wrappers import SplitGlobalAnalysis, StandardizedAnalysis
@@ -100,7 +106,16 @@ def _localization_points(geometry: GridGeometry, positions: np.ndarray) -> torch
 
 
 def _localization_settings(geometry: GridGeometry, settings: dict[str, Any]) -> dict[str, Any]:
-    """``settings`` with the distance kind (and period or radius) matching the grid."""
+    """``settings`` with the distance kind (and period or radius) matching the grid; a
+    Quantity ``localization`` converted to the LETKF's distance units (metres on the sphere
+    and on planar grids with length units, else the grid's units)."""
+    radius = settings.get("localization")
+    if is_quantity(radius):
+        bounded = all(axis.period is None for axis in geometry.axes)
+        target = "m" if geometry.sphere or (bounded and geometry.distance_units == "m") \
+            else (geometry.axes[0].units or "1")
+        settings = {**settings, "localization": float(quantity_magnitude(
+            radius, target, "localization", difference=True))}
     if geometry.sphere:
         extra: dict[str, Any] = {"distance": "sphere", "sphere_radius": geometry.radius}
     elif any(axis.period is not None for axis in geometry.axes):

@@ -26,11 +26,28 @@ import numpy as np
 import torch
 import xarray as xr
 
-from ..conventions import convert_values, station_dim, variable_attrs
+from ..conventions import (
+    convert_differences,
+    convert_values,
+    dequantify,
+    elapsed_seconds,
+    is_datetime_like,
+    is_quantity,
+    parse_datetime,
+    parse_units,
+    quantity_magnitude,
+    station_dim,
+    units,
+    variable_attrs,
+)
+from ..conventions import (
+    time_coordinate as lookup_time_coordinate,
+)
 from ..errors import ConfigurationError, DataError, check_names, expected_found
 from ..geometry import GridGeometry, StationPositions
+from ..simulators.dataset import NONDIMENSIONAL_TIME_UNITS
 
-__all__ = ["ObservationProblem", "observation_problem", "check_members"]
+__all__ = ["ObservationProblem", "observation_problem", "observation_times", "check_members"]
 
 
 @dataclass
@@ -90,21 +107,93 @@ def _error_std(observations: xr.Dataset, name: str, obs_error: Any, units: str) 
         std = observations[ancillary[0]]
         if std.size != 1:
             raise DataError(expected_found(f"{ancillary[0]} size", 1, std.size))
-        return float(convert_values(float(std), std.attrs.get("units", units), units,
-                                    f"units of {ancillary[0]}"))
-    if hasattr(choice, "units") and hasattr(choice, "magnitude"):
-        return float(np.asarray(choice.to(units).magnitude))
-    value = float(choice)
+        return float(convert_differences(float(std), std.attrs.get("units", units), units,
+                                         f"units of {ancillary[0]}"))
+    if is_quantity(choice):
+        value = float(quantity_magnitude(choice, units, f"obs_error for {name!r}",
+                                         difference=True))
+    else:
+        value = float(choice)
     if not value > 0:
         raise DataError(expected_found(f"obs_error for {name!r}", "a positive value", value))
     return value
+
+
+def _time_reference(model: Any, origin: Any, first: Any) -> tuple[Any, float]:
+    """The datetime that the model's time ``value`` stands for, and that value."""
+    metadata = getattr(model, "metadata", None)
+    base = float(metadata.times[0]) if getattr(metadata, "times", None) else 0.0
+    if origin is not None:
+        return parse_datetime(origin, "time_origin"), base
+    if getattr(model, "start", None) is not None:
+        return model.start, 0.0
+    stored = getattr(metadata, "time_attrs", {}).get("xldensf_time_origin")
+    if stored is not None:
+        return parse_datetime(stored, "stored time origin of the model"), base
+    return first, base
+
+
+def _seconds_per_unit(model: Any, time_units: str) -> float:
+    if parse_units(time_units).dimensionality == units.s.dimensionality:
+        return float(convert_values(1.0, time_units, "s"))
+    seconds = getattr(model, "time_unit_seconds", None)
+    if seconds is None:
+        metadata = getattr(model, "metadata", None)
+        seconds = getattr(metadata, "time_attrs", {}).get("xldensf_time_unit_seconds")
+    if seconds is None and getattr(model, "case", None) in NONDIMENSIONAL_TIME_UNITS:
+        seconds = float(units.Quantity(NONDIMENSIONAL_TIME_UNITS[model.case]).to("s").magnitude)
+    if seconds is None:
+        raise DataError(expected_found(
+            "observation times", f"numbers in the model's time units {time_units!r} "
+            "(datetimes need the duration of one model time unit: xl.simulator(..., "
+            "time_unit=...))", "datetimes"))
+    return float(seconds)
+
+
+def observation_times(time_coordinate: xr.DataArray, model: Any, time_units: str,
+                      origin: Any = None) -> np.ndarray:
+    """Observation times as numbers in the model's ``time_units``.
+
+    Numbers (in the coordinate's ``units``) and timedeltas are converted; datetimes
+    (datetime64, cftime, or numbers with units ``"... since ..."``) count from a reference:
+    ``origin`` if given, else the simulator's ``start``, else the latent model's stored
+    origin, else the first observation time; the reference stands for time 0 of a
+    simulator and for the first training frame of a latent model.
+
+    Examples
+    --------
+    >>> import numpy as np, xarray as xr, xldensf as xl
+    >>> time = xr.DataArray(np.array(["2011-03-11T00:00", "2011-03-11T12:00"],
+    ...                              dtype="datetime64[ns]"), dims="time")
+    >>> observation_times(time, xl.simulator("lorenz96", preset="small"), "1").tolist()
+    [0.0, 0.1]
+    """
+    if not is_datetime_like(time_coordinate) and " since " in str(
+            time_coordinate.attrs.get("units", "")):
+        time_coordinate = xr.decode_cf(time_coordinate.to_dataset(name="time"))["time"]
+    times = np.asarray(time_coordinate.values)
+    if is_datetime_like(times):
+        reference, base = _time_reference(model, origin, times[0])
+        seconds = elapsed_seconds(times, reference)
+        return base + seconds / _seconds_per_unit(model, time_units)
+    if np.issubdtype(times.dtype, np.timedelta64):
+        times = times / np.timedelta64(1, "s")
+        source_time_units = "s"
+    else:
+        source_time_units = time_coordinate.attrs.get("units", time_units)
+    if not np.issubdtype(np.asarray(times).dtype, np.number):
+        raise DataError(expected_found("observation times", "numbers, timedeltas or "
+                                       "datetimes", times.dtype))
+    return np.asarray(convert_values(np.asarray(times, dtype=np.float64), source_time_units,
+                                     time_units, "units of the observation times"))
 
 
 def observation_problem(observations: xr.Dataset, model: Any, *, obs_error: Any = None,
                         variables: tuple[str, ...] | None = None,
                         variable_units: Mapping[str, str] | None = None,
                         geometry: GridGeometry | None = None,
-                        time_units: str | None = None) -> ObservationProblem:
+                        time_units: str | None = None,
+                        time_origin: Any = None) -> ObservationProblem:
     """Read an observation Dataset into tensors in the model's units.
 
     Parameters
@@ -120,6 +209,9 @@ def observation_problem(observations: xr.Dataset, model: Any, *, obs_error: Any 
     variables, variable_units, geometry, time_units
         The model's variables, their units, its grid geometry and time units (defaults:
         read from a full-order simulator).
+    time_origin
+        Datetime of the model's time 0 (simulator) or first training frame (latent
+        model) for datetime observations (see :func:`observation_times`).
 
     Raises
     ------
@@ -138,10 +230,8 @@ def observation_problem(observations: xr.Dataset, model: Any, *, obs_error: Any 
         raise DataError(expected_found("observation dims", "(time, station): a station dim "
                                        "named 'station' or marked by a variable with cf_role "
                                        "'timeseries_id'", found))
-    if "T" not in observations.cf.axes:
-        raise DataError(expected_found("observation time axis", "a coordinate with CF axis T",
-                                       sorted(observations.coords)))
-    time_coordinate = observations.cf["T"]
+    observations = dequantify(observations)
+    time_coordinate = lookup_time_coordinate(observations, "observation time axis")
     time_name = time_coordinate.name
     model_variables = tuple(variables if variables is not None else model.variables)
     case = getattr(model, "case", None)
@@ -155,17 +245,7 @@ def observation_problem(observations: xr.Dataset, model: Any, *, obs_error: Any 
         raise DataError(expected_found("observed variables", "variables with dims (time, "
                                        "station)", sorted(observations.data_vars)))
     check_names("observed variable", observed, model_variables)
-    times = np.asarray(time_coordinate.values)
-    if np.issubdtype(times.dtype, np.timedelta64):
-        times = times / np.timedelta64(1, "s")
-        source_time_units = "s"
-    else:
-        source_time_units = time_coordinate.attrs.get("units", time_units)
-    if not np.issubdtype(np.asarray(times).dtype, np.number):
-        raise DataError(expected_found("observation times", "numbers or timedeltas since the "
-                                       "prior (datetimes are not supported)", times.dtype))
-    times = np.asarray(convert_values(np.asarray(times, dtype=np.float64), source_time_units,
-                                      time_units, "units of the observation times"))
+    times = observation_times(time_coordinate, model, time_units, time_origin)
     if (times < 0).any():
         raise DataError(expected_found("observation times", "times >= 0 (the prior is at 0)",
                                        float(times.min())))
@@ -184,8 +264,8 @@ def observation_problem(observations: xr.Dataset, model: Any, *, obs_error: Any 
         blocks.append(convert_values(variable.values.astype(np.float64), source_units, target,
                                      f"units of observed {name!r}"))
         std = _error_std(observations, name, obs_error, source_units)
-        stds.append(np.full(variable.shape, float(convert_values(np.array(std), source_units,
-                                                                   target, "error units"))))
+        stds.append(np.full(variable.shape, float(convert_differences(
+            np.array(std), source_units, target, "error units"))))
     values = np.concatenate(blocks, axis=1)
     if values.size == 0 or np.isnan(values).all():
         raise DataError(expected_found(

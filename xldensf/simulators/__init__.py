@@ -25,7 +25,7 @@ import xarray as xr
 from ..errors import ConfigurationError, ParameterError, check_name, expected_found
 from ..options import resolve_seed
 from .base import CoordinateSpec, ParameterSpec, Simulator
-from .dataset import parameters_from_mapping, trajectory_to_dataset
+from .dataset import parameters_from_mapping, set_time_axis, trajectory_to_dataset
 from .registry import CASES, PRESETS, register
 
 __all__ = [
@@ -37,6 +37,7 @@ __all__ = [
     "simulator",
     "simulate",
     "register",
+    "set_time_axis",
 ]
 
 def _config_for(cls: type[Simulator], preset: str, overrides: Mapping[str, Any]) -> Any:
@@ -59,6 +60,8 @@ def simulator(
     dtype: torch.dtype | str = torch.float64,
     device: torch.device | str | None = None,
     progress: bool | None = None,
+    start: Any = None,
+    time_unit: Any = None,
     **config: Any,
 ) -> Simulator:
     """Build the full-order model of ``case`` (the filters' forecast model).
@@ -73,6 +76,13 @@ def simulator(
         Torch dtype (float32/float64) and device of the computation.
     progress
         Progress bars; ``None`` follows :func:`xldensf.set_options`.
+    start
+        Datetime of the initial state (ISO string, ``datetime``, ``numpy.datetime64`` or
+        cftime): runs are put on a datetime axis and observation datetimes are read
+        relative to it (see :func:`~xldensf.simulators.set_time_axis`).
+    time_unit
+        Duration of one model time unit for a nondimensional case (e.g. ``"5 days"``;
+        default for Lorenz-96: 5 days, the usual 0.05 units ~ 6 hours).
     **config
         Overrides of the preset's configuration fields.
 
@@ -82,9 +92,13 @@ def simulator(
     >>> model = xl.simulator("lorenz96", preset="small", forcing_default=10.0)
     >>> model.parameter_names
     ('F',)
+    >>> str(xl.simulator("lorenz96", preset="small", start="2011-03-11").start)
+    '2011-03-11T00:00:00.000000000'
     """
     cls = CASES[check_name("case", case, CASES)]
-    return cls(_config_for(cls, preset, config), dtype=dtype, device=device, progress=progress)
+    model = cls(_config_for(cls, preset, config), dtype=dtype, device=device,
+                progress=progress)
+    return set_time_axis(model, start, time_unit)
 
 
 def simulate(
@@ -98,6 +112,8 @@ def simulate(
     device: torch.device | str | None = None,
     batch_size: int | None = None,
     progress: bool | None = None,
+    start: Any = None,
+    time_unit: Any = None,
     **config: Any,
 ) -> xr.Dataset:
     """Simulate ``runs`` trajectories of ``case`` and return them as a CF Dataset.
@@ -121,6 +137,10 @@ def simulate(
         Runs simulated at once (default: all).
     progress
         Progress bars; ``None`` follows :func:`xldensf.set_options`.
+    start, time_unit
+        Datetime of the initial state and duration of one nondimensional time unit (see
+        :func:`simulator`): with ``start`` the time coordinate holds datetime64 values
+        (written to netCDF as ``seconds since <start>``).
     **config
         Overrides of the preset's configuration.
 
@@ -135,8 +155,12 @@ def simulate(
     >>> ds = xl.simulate("lorenz96", runs=2, seed=0, preset="small", progress=False)
     >>> ds["x"].dims
     ('run', 'time', 'k')
+    >>> ds = xl.simulate("lorenz96", seed=0, preset="small", n_outputs=3, start="2011-03-11")
+    >>> ds.time.values[1]
+    np.datetime64('2011-03-11T06:00:00.000000000')
     """
-    model = simulator(case, preset, dtype=dtype, device=device, progress=progress, **config)
+    model = simulator(case, preset, dtype=dtype, device=device, progress=progress,
+                      start=start, time_unit=time_unit, **config)
     seed = resolve_seed(seed)
     generator = torch.Generator().manual_seed(int(seed))
     if parameters is not None:

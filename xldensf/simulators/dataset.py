@@ -11,11 +11,60 @@ import torch
 import xarray as xr
 
 from .._version import __version__
-from ..conventions import RUN_DIM, TIME_DIM, convert_values, coordinate_attrs, variable_attrs
+from ..conventions import (
+    RUN_DIM,
+    TIME_DIM,
+    convert_values,
+    coordinate_attrs,
+    datetimes_after,
+    duration_seconds,
+    parse_datetime,
+    parse_units,
+    time_encoding,
+    units,
+    variable_attrs,
+)
 from ..errors import ParameterError, UnitsError, expected_found
 from .base import Simulator
 
-__all__ = ["trajectory_to_dataset", "parameters_from_mapping"]
+__all__ = ["trajectory_to_dataset", "parameters_from_mapping", "set_time_axis",
+           "NONDIMENSIONAL_TIME_UNITS"]
+
+#: Duration of one model time unit of the nondimensional cases on a datetime axis
+#: (Lorenz-96: 0.05 units ~ 6 hours, Lorenz 1996).
+NONDIMENSIONAL_TIME_UNITS: dict[str, str] = {"lorenz96": "5 days"}
+
+
+def set_time_axis(model: Simulator, start: Any = None, time_unit: Any = None) -> Simulator:
+    """Give ``model`` a datetime origin ``start`` and the duration of its time unit.
+
+    Sets ``model.start`` (``None``, ``numpy.datetime64[ns]`` or a cftime datetime) and
+    ``model.time_unit_seconds`` (seconds per model time unit; ``None`` for a
+    nondimensional case without a known duration). Returns ``model``.
+
+    Examples
+    --------
+    >>> import xldensf as xl
+    >>> model = xl.simulator("lorenz96", preset="small")
+    >>> set_time_axis(model, "2011-03-11", "6 hours").time_unit_seconds
+    21600.0
+    """
+    if time_unit is not None:
+        seconds = duration_seconds(time_unit, "time_unit")
+    elif parse_units(model.time_units).dimensionality == units.s.dimensionality:
+        seconds = float(convert_values(1.0, model.time_units, "s"))
+    else:
+        default = NONDIMENSIONAL_TIME_UNITS.get(model.case)
+        seconds = None if default is None else duration_seconds(default)
+    if seconds is not None and not seconds > 0:
+        raise ParameterError(expected_found("time_unit", "a positive duration", time_unit))
+    if start is not None and seconds is None:
+        raise ParameterError(expected_found(
+            f"time_unit of the nondimensional {model.case} model",
+            "a duration such as '1 hour' (needed with start=)", None))
+    model.start = None if start is None else parse_datetime(start, "start")
+    model.time_unit_seconds = seconds
+    return model
 
 
 def parameters_from_mapping(model: Simulator, parameters: Mapping[str, Any]) -> torch.Tensor:
@@ -86,10 +135,17 @@ def trajectory_to_dataset(
     frames_np = frames.detach().cpu().numpy()
     params_np = parameters.detach().cpu().numpy().astype(np.float64)
     runs = frames_np.shape[0]
-    coords: dict[str, Any] = {
-        RUN_DIM: (RUN_DIM, np.arange(runs), coordinate_attrs(RUN_DIM)),
-        TIME_DIM: (TIME_DIM, model.output_times, coordinate_attrs("time", units=model.time_units)),
-    }
+    start = getattr(model, "start", None)
+    if start is None:
+        time = (TIME_DIM, model.output_times, coordinate_attrs("time", units=model.time_units))
+    else:
+        time_attrs = {key: value for key, value in coordinate_attrs("time").items()
+                      if key != "units"}
+        time_attrs["long_name"] = "time"
+        time = (TIME_DIM, datetimes_after(start, np.asarray(model.output_times, np.float64)
+                                          * model.time_unit_seconds), time_attrs)
+    coords: dict[str, Any] = {RUN_DIM: (RUN_DIM, np.arange(runs), coordinate_attrs(RUN_DIM)),
+                              TIME_DIM: time}
     for coord in model.grid_coordinates:
         coords[coord.name] = (coord.name, coord.values, coord.attrs)
     for i, spec in enumerate(model.parameter_specs):
@@ -113,4 +169,7 @@ def trajectory_to_dataset(
         "xldensf_version": __version__,
         "xldensf_dtype": str(model.dtype).replace("torch.", ""),
     }
-    return xr.Dataset(data_vars, coords=coords, attrs=attrs)
+    dataset = xr.Dataset(data_vars, coords=coords, attrs=attrs)
+    if start is not None:
+        dataset[TIME_DIM].encoding.update(time_encoding(start))
+    return dataset

@@ -28,19 +28,30 @@ import torch
 import xarray as xr
 
 from .._version import __version__
-from ..conventions import RUN_DIM, TIME_DIM, convert_values
+from ..conventions import (
+    RUN_DIM,
+    TIME_DIM,
+    convert_values,
+    datetimes_after,
+    elapsed_seconds,
+    is_datetime_like,
+    parse_datetime,
+    time_encoding,
+)
 from ..errors import (
     ConfigurationError,
     DataError,
     ExtrapolationWarning,
     ParameterError,
+    XLDEnSFError,
     expected_found,
 )
 
 if TYPE_CHECKING:
     from .model import LatentModel
 
-__all__ = ["forecast", "frame_indices", "forecast_points", "FAR_OUTSIDE_FRACTION"]
+__all__ = ["forecast", "frame_indices", "forecast_points", "time_origin", "set_time_origin",
+           "FAR_OUTSIDE_FRACTION"]
 
 #: A parameter more than this fraction of the training range outside it is refused.
 FAR_OUTSIDE_FRACTION = 0.5
@@ -97,7 +108,76 @@ def _check_range(model: LatentModel, matrix: np.ndarray, stacklevel: int) -> Non
                 ExtrapolationWarning, stacklevel=stacklevel + 1)
 
 
-def frame_indices(model: LatentModel, times: Any, stacklevel: int = 2) -> np.ndarray:
+def time_origin(model: LatentModel) -> Any:
+    """The datetime of the model's first training frame, or ``None`` (numeric times).
+
+    Stored by :func:`~xldensf.surrogate.fit` for datetime training data, or set with
+    :func:`set_time_origin`.
+
+    Examples
+    --------
+    >>> from importlib import resources
+    >>> from xldensf.surrogate import load_model
+    >>> model = load_model(str(resources.files("xldensf") / "data" / "models"
+    ...                        / "tsunami_small.ldensf"))
+    >>> time_origin(model) is None
+    True
+    """
+    attrs = model.metadata.time_attrs
+    text = attrs.get("xldensf_time_origin")
+    if text is None:
+        return None
+    return parse_datetime(text, "stored time origin", attrs.get("xldensf_time_calendar"))
+
+
+def set_time_origin(model: LatentModel, origin: Any) -> LatentModel:
+    """Set the datetime of the model's first training frame (``None``: remove it).
+
+    Datetime observations and forecast times are then counted from ``origin``, and
+    forecasts return datetimes. Saved with the model. Returns ``model``.
+
+    Examples
+    --------
+    >>> from importlib import resources
+    >>> from xldensf.surrogate import load_model
+    >>> model = load_model(str(resources.files("xldensf") / "data" / "models"
+    ...                        / "tsunami_small.ldensf"))
+    >>> str(time_origin(set_time_origin(model, "2011-03-11T05:46")))
+    '2011-03-11T05:46:00.000000000'
+    """
+    attrs = model.metadata.time_attrs
+    attrs.pop("xldensf_time_origin", None)
+    attrs.pop("xldensf_time_calendar", None)
+    if origin is None:
+        return model
+    parsed = parse_datetime(origin, "time origin")
+    if isinstance(parsed, np.datetime64):
+        attrs["xldensf_time_origin"] = str(np.datetime_as_string(parsed))
+    else:
+        attrs["xldensf_time_origin"] = parsed.isoformat()
+        attrs["xldensf_time_calendar"] = parsed.calendar
+    return model
+
+
+def _numeric_times(model: LatentModel, values: Any, origin: Any) -> np.ndarray:
+    """Datetimes as training-unit numbers: ``origin`` (or the stored origin, or the first
+    time) stands for the first training frame."""
+    reference = origin if origin is not None else time_origin(model)
+    array = np.atleast_1d(np.asarray(getattr(values, "values", values)))
+    reference = array[0] if reference is None else parse_datetime(reference, "origin")
+    target = model.metadata.time_attrs.get("units", "s")
+    seconds = elapsed_seconds(array, reference)
+    try:
+        converted = convert_values(seconds, "s", target, "units of the training times")
+    except XLDEnSFError as err:
+        raise ConfigurationError(expected_found(
+            "times", f"numbers in the training time units {target!r} (datetimes need "
+            "training times in time units)", "datetimes")) from err
+    return float(model.metadata.times[0]) + np.asarray(converted)
+
+
+def frame_indices(model: LatentModel, times: Any, stacklevel: int = 2,
+                  origin: Any = None) -> np.ndarray:
     """Indices ``k`` of the latent steps of times ``t0 + k dt`` (the training frames' grid).
 
     Parameters
@@ -105,8 +185,12 @@ def frame_indices(model: LatentModel, times: Any, stacklevel: int = 2) -> np.nda
     model
         A :class:`~xldensf.surrogate.LatentModel` with training times.
     times
-        Times in the training time units (or a DataArray with ``units``, converted);
-        ``None``: every training frame.
+        Times in the training time units (or a DataArray with ``units``, converted), or
+        datetimes (counted from ``origin``, else the model's :func:`time_origin`, else the
+        first of them, which then stands for the first training frame); ``None``: every
+        training frame.
+    origin
+        Datetime of the first training frame, for datetime ``times``.
     stacklevel
         Stack level of the :class:`~xldensf.errors.ExtrapolationWarning`, counted from the
         caller of this function (2: its caller's caller).
@@ -140,7 +224,9 @@ def frame_indices(model: LatentModel, times: Any, stacklevel: int = 2) -> np.nda
         return np.arange(len(training))
     values = times
     target = model.metadata.time_attrs.get("units")
-    if isinstance(times, xr.DataArray) and "units" in times.attrs and target is not None:
+    if is_datetime_like(times):
+        values = _numeric_times(model, times, origin)
+    elif isinstance(times, xr.DataArray) and "units" in times.attrs and target is not None:
         values = convert_values(times.values, times.attrs["units"], target, "units of times")
     values = np.atleast_1d(np.asarray(values, dtype=np.float64))
     steps = (values - training[0]) / model.dt
@@ -210,7 +296,7 @@ def forecast_points(model: LatentModel, coords: Any) -> tuple[np.ndarray, str]:
 
 
 def forecast(model: LatentModel, parameters: Any, times: Any = None, coords: Any = None,
-             *, _stacklevel: int = 2) -> xr.Dataset:
+             *, origin: Any = None, _stacklevel: int = 2) -> xr.Dataset:
     """Decode surrogate forecasts for given parameters as a Dataset like the training data.
 
     Parameters
@@ -221,11 +307,15 @@ def forecast(model: LatentModel, parameters: Any, times: Any = None, coords: Any
         Mapping of every parameter name to a scalar or 1-D values (one run each), in the
         training units, or as pint Quantities / DataArrays with ``units`` (converted).
     times
-        Times ``t0 + k dt`` (k >= 0) to return; default the training times.
+        Times ``t0 + k dt`` (k >= 0) to return, numbers or datetimes (see
+        :func:`frame_indices`); default the training times.
     coords
         Mapping of every grid coordinate name to 1-D point coordinates (equal lengths);
         default the training grid. The points' dim is that of the given DataArrays, else
         ``"point"``.
+    origin
+        Datetime of the first training frame (default: the model's :func:`time_origin`);
+        with one, the returned times are datetimes.
 
     Returns
     -------
@@ -256,7 +346,7 @@ def forecast(model: LatentModel, parameters: Any, times: Any = None, coords: Any
     """
     matrix = _parameter_matrix(model, parameters)
     _check_range(model, matrix, _stacklevel)
-    frames = frame_indices(model, times, _stacklevel)
+    frames = frame_indices(model, times, _stacklevel, origin)
     meta = model.metadata
     points, point_dim = (None, None) if coords is None else forecast_points(model, coords)
     chunks = []
@@ -275,6 +365,16 @@ def forecast(model: LatentModel, parameters: Any, times: Any = None, coords: Any
     inside = frames < len(training_times)
     time_values = np.where(inside, training_times[np.minimum(frames, len(training_times) - 1)],
                            meta.times[0] + frames * model.dt)
+    reference = origin if origin is not None else time_origin(model)
+    if reference is None and is_datetime_like(times):
+        reference = np.atleast_1d(np.asarray(getattr(times, "values", times)))[0]
+    if reference is not None:
+        reference = parse_datetime(reference, "origin")
+        seconds = convert_values(time_values - training_times[0], time_attrs.get("units", "s"),
+                                 "s", "units of the training times")
+        time_values = datetimes_after(reference, seconds)
+        time_attrs = {key: value for key, value in time_attrs.items()
+                      if key != "units" and not key.startswith("xldensf_time_")}
     coordinates: dict[str, Any] = {RUN_DIM: (RUN_DIM, np.arange(len(matrix))),
                                    time_name: (time_name, time_values, time_attrs)}
     if points is None and meta.grid_shape is not None:
@@ -299,4 +399,7 @@ def forecast(model: LatentModel, parameters: Any, times: Any = None, coords: Any
                   "source": f"xldensf {__version__} LatentModel ("
                             f"{'original' if model.config.original else 'improved'} LDNet)",
                   "xldensf_version": __version__})
-    return xr.Dataset(data_vars, coords=coordinates, attrs=attrs)
+    dataset = xr.Dataset(data_vars, coords=coordinates, attrs=attrs)
+    if reference is not None:
+        dataset[time_name].encoding.update(time_encoding(reference))
+    return dataset

@@ -27,7 +27,14 @@ import numpy as np
 import torch
 import xarray as xr
 
-from ..conventions import RUN_DIM, TIME_DIM, convert_values
+from ..conventions import (
+    RUN_DIM,
+    TIME_DIM,
+    convert_values,
+    elapsed_seconds,
+    find_time_name,
+    is_datetime_like,
+)
 from ..errors import (
     ConfigurationError,
     DataError,
@@ -44,7 +51,7 @@ from .metadata import SurrogateMetadata
 from .model import LatentModel
 from .training import fit_tensors
 
-__all__ = ["fit", "PRESETS"]
+__all__ = ["fit", "training_times", "PRESETS"]
 
 PRESETS = ("small", "paper")
 
@@ -58,12 +65,45 @@ def _json_attrs(attrs: Mapping[str, Any]) -> dict[str, Any]:
 def _time_dim(dataset: xr.Dataset) -> str:
     if TIME_DIM in dataset.dims:
         return TIME_DIM
-    for name in dataset.dims:
-        attrs = dataset[name].attrs if name in dataset.coords else {}
-        if attrs.get("axis") == "T" or attrs.get("standard_name") == "time":
-            return str(name)
-    raise DataError(expected_found("time dimension", "'time' or a coordinate with axis 'T'",
+    name = find_time_name(dataset)
+    if name is not None and dataset[name].dims[0] in dataset.dims:
+        return str(dataset[name].dims[0])
+    raise DataError(expected_found("time dimension", "'time' or a time coordinate (CF axis "
+                                   "T, datetimes, or named 'time'/'t')",
                                    sorted(map(str, dataset.dims))))
+
+
+def training_times(time: xr.DataArray) -> tuple[np.ndarray, dict[str, Any]]:
+    """Frame times as float64 numbers and the time attributes to store in the model.
+
+    Numbers keep their ``units``; timedeltas become seconds; datetimes (datetime64 or
+    cftime) become seconds since the first frame, which is stored as
+    ``xldensf_time_origin`` (with ``xldensf_time_calendar`` for cftime) so that
+    forecasts and assimilations return datetimes again.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> time = xr.DataArray(np.array(["2011-03-11T05:46", "2011-03-11T06:46"],
+    ...                              dtype="datetime64[ns]"), dims="time", name="time")
+    >>> values, attrs = training_times(time)
+    >>> values.tolist(), attrs["units"], attrs["xldensf_time_origin"]
+    ([0.0, 3600.0], 's', '2011-03-11T05:46:00')
+    """
+    attrs = _json_attrs(time.attrs)
+    values = np.asarray(time.values)
+    if is_datetime_like(values):
+        origin = values[0]
+        if np.issubdtype(values.dtype, np.datetime64):
+            text = str(np.datetime_as_string(np.datetime64(origin, "s")))
+        else:
+            text, attrs["xldensf_time_calendar"] = origin.isoformat(), origin.calendar
+        attrs.update({"units": "s", "xldensf_time_origin": text})
+        return elapsed_seconds(values, origin), attrs
+    if np.issubdtype(values.dtype, np.timedelta64):
+        attrs["units"] = "s"
+        return values / np.timedelta64(1, "s"), attrs
+    return _numeric(values, f"coordinate {time.name!r}"), attrs
 
 
 def _numeric(values: np.ndarray, what: str) -> np.ndarray:
@@ -215,7 +255,7 @@ def fit(
                         for dim in grid_dims}
     mesh = np.meshgrid(*grid_values, indexing="ij")
     coords = np.stack([axis.ravel() for axis in mesh], axis=-1)
-    times = _numeric(dataset[time_dim].values, f"coordinate {time_dim!r}")
+    times, time_attrs = training_times(dataset[time_dim])
     parameter_values, parameter_attrs = _parameter_table(dataset, parameter_names)
     station_indices = _station_indices(
         stations, grid_dims, grid_values,
@@ -233,7 +273,7 @@ def fit(
         coordinate_attrs=coordinate_attrs,
         grid_shape=tuple(len(values) for values in grid_values),
         grid_values={dim: values.tolist() for dim, values in zip(grid_dims, grid_values)},
-        time_attrs={"name": time_dim, **_json_attrs(dataset[time_dim].attrs)},
+        time_attrs={"name": time_dim, **time_attrs},
         parameters=tuple(parameter_names),
         parameter_attrs=parameter_attrs,
         attrs={**attrs, "xldensf_fit_seed": int(seed), "xldensf_fit_preset": preset},
