@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from .conventions import MEMBER_DIM, TIME_DIM, convert_values, station_dim
+from .conventions import MEMBER_DIM, TIME_DIM, convert_values, find_time_name, station_dim
 from .errors import DataError, expected_found
 
 __all__ = [
@@ -91,7 +91,8 @@ def spatial_dims(obj: xr.Dataset | xr.DataArray) -> list[Hashable]:
 
 
 def time_dim(obj: xr.Dataset | xr.DataArray) -> Hashable | None:
-    """The time dim: that of a CF T-axis coordinate, else a dim named ``time``; or ``None``.
+    """The time dim: that of the time coordinate found by
+    :func:`xldensf.conventions.find_time_name`, else a dim named ``time``; or ``None``.
 
     Examples
     --------
@@ -99,12 +100,11 @@ def time_dim(obj: xr.Dataset | xr.DataArray) -> Hashable | None:
     >>> time_dim(xr.Dataset(coords={"time": [0.0, 1.0]}))
     'time'
     """
-    try:
-        coordinate = obj.cf["T"]
-    except KeyError:
-        coordinate = None
-    if coordinate is not None and coordinate.ndim == 1 and coordinate.dims[0] in obj.dims:
-        return coordinate.dims[0]
+    name = find_time_name(obj)
+    if name is not None:
+        coordinate = obj.coords[name]
+        if coordinate.ndim == 1 and coordinate.dims[0] in obj.dims:
+            return coordinate.dims[0]
     return TIME_DIM if TIME_DIM in obj.dims else None
 
 
