@@ -230,7 +230,7 @@ def wave_truth():
 
 def test_trained_surrogate_moves_parameters_towards_the_truth(wave_model, wave_truth):
     observations = wave_truth.ldensf.observe(stations=6, noise=0.1, seed=0)
-    analysis = observations.ldensf.assimilate(wave_model, members=20, seed=0, steps=50)
+    analysis = observations.ldensf.assimilate(wave_model, seed=0, steps=50)
     (c_low, c_high), (x_low, x_high) = wave_model.metadata.parameter_ranges
     for name, (low, high) in {"c": (c_low, c_high), "x0": (x_low, x_high)}.items():
         prior_error = abs(0.5 * (low + high) - float(wave_truth[name]))

@@ -11,6 +11,7 @@ True
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,7 @@ def _method_table(results: dict[str, Any]) -> tuple[list[str], dict[str, Any]]:
     variables, parameters = results["variables"], list(results["parameters"])
     header = (["method"] + [f"{v} final" for v in variables] + [f"{v} mean" for v in variables]
               + [f"{p} err" for p in parameters] + ["spread/skill", "filter s/cycle",
-                                                     "total s/cycle"])
+                                                     "total s/cycle", "call s"])
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     curves: dict[str, dict[str, list[float]]] = {}
     for method, entry in results["methods"].items():
@@ -49,7 +50,8 @@ def _method_table(results: dict[str, Any]) -> tuple[list[str], dict[str, Any]]:
                  + [summary["parameter_error"][p] for p in parameters] + [ratio])
         lines.append(f"| {method} | " + " | ".join(f"{c:.4f}" for c in cells)
                      + f" | {summary['filter_seconds_per_cycle']:.3g}"
-                     + f" | {summary['seconds_per_cycle']:.3g} |")
+                     + f" | {summary['seconds_per_cycle']:.3g}"
+                     + f" | {summary.get('call_seconds', math.nan):.3g} |")
         if summary["runs"] < setting["truths"]:
             lines[-1] += f" ({summary['runs']}/{setting['truths']} truths ran)"
         curves[method] = summary["relative_rmse"]
@@ -69,6 +71,46 @@ def _curve_table(results: dict[str, Any], curves: dict[str, Any]) -> list[str]:
     for method, curve in curves.items():
         lines.append(f"| {method} | " + " | ".join(
             f"{curve[first_variable][k]:.4f}" for k in frames) + " |")
+    return lines
+
+
+#: The LD-EnSF rows checked against the targets, and the layout each is on.
+_TARGET_ROWS = {"ld-ensf-decoder-unseen": "random unseen layout",
+                "ld-ensf-encoder": "encoder's layout", "ld-ensf-decoder": "encoder's layout"}
+
+
+def _targets_table(results: dict[str, Any], variable: str) -> list[str]:
+    """Each LD-EnSF row against the targets of the benchmark (final and time-averaged error
+    of ``variable`` against 0.15 and the LETKF's, parameter error, spread/skill, call time)."""
+    methods = results["methods"]
+    letkf = methods.get("letkf", {}).get("summary", {})
+    if not letkf.get("runs"):
+        return []
+    lines = ["", f"Targets ({variable}; the LETKF side by side in this run):", "",
+             "| method | layout | final <= 0.15 | final <= 0.5 LETKF | mean < LETKF | "
+             "parameter error <= 0.03 | spread/skill 0.7-1.3 | call time >= 20x less |",
+             "|" + "---|" * 8]
+
+    def mark(value: float, ok: bool) -> str:
+        return f"{value:.3g} {'yes' if ok else 'no'}"
+
+    for method, layout in _TARGET_ROWS.items():
+        summary = methods.get(method, {}).get("summary", {})
+        if not summary.get("runs"):
+            continue
+        final, mean = summary["final"][variable], summary["mean"][variable]
+        parameter = max(summary["parameter_error"].values())
+        ratio = float(np.mean(list(summary["spread_skill"].values())))
+        cells = [mark(final, final <= 0.15),
+                 mark(final / letkf["final"][variable], final <= 0.5 * letkf["final"][variable]),
+                 mark(mean / letkf["mean"][variable], mean < letkf["mean"][variable]),
+                 mark(parameter, parameter <= 0.03), mark(ratio, 0.7 <= ratio <= 1.3)]
+        if "call_seconds" in summary and "call_seconds" in letkf:
+            speedup = letkf["call_seconds"] / summary["call_seconds"]
+            cells.append(mark(speedup, speedup >= 20))
+        else:
+            cells.append("-")
+        lines.append(f"| {method} | {layout} | " + " | ".join(cells) + " |")
     return lines
 
 
@@ -99,19 +141,25 @@ def markdown_report(results: dict[str, Any]) -> str:
     setting, stations = results["setting"], results["stations"]
     lines = [
         f"# LD-EnSF benchmark: {results['case']}, {setting['name']} setting", "",
-        f"{setting['truths']} held-out truths, {setting['members']} members, "
+        f"{setting['truths']} held-out truths, {setting.get('latent_members', '-')} "
+        f"members for the latent methods and {setting['members']} for the full-space ones, "
         f"{stations['trained']} stations ({100 * stations['fraction']:.2f} % of "
         f"{stations['grid_points']} grid points), {100 * setting['noise']:g} % noise. "
         f"Surrogate: {results['model']}.", "",
         "Means over the truths: relative RMSE of the ensemble mean at the last frame and "
         "averaged over frames 1..end; parameter error as a fraction of the prior range; "
         "spread/skill averaged over frames; wall time per cycle: the filter (forecast + "
-        "analysis) and in total (with writing every member on the grid).", "",
+        "analysis) and in total (with decoding every member on the grid for the scores); "
+        "call: wall seconds from the `assimilate` call to the returned analysis (latent "
+        "fields decoded lazily, on access).", "",
     ]
     table, curves = _method_table(results)
     lines += table
     if curves:
         lines += _curve_table(results, curves)
+        variables = results["variables"]
+        shown = _SHOWN_VARIABLE.get(results["case"], variables[0])
+        lines += _targets_table(results, shown if shown in variables else variables[0])
     timing = results["prediction_step"]
     lines += ["", "Prediction step over one observation interval, per member (median, "
               "side by side):", "",
