@@ -50,6 +50,7 @@ Examples
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
@@ -178,7 +179,7 @@ def _kernel(method: str, analysis: str, settings: dict[str, Any], case: str | No
         if case not in PAPER_CASES:
             raise ConfigurationError(expected_found(
                 "analysis='paper'", f"a model whose xldensf_case attr is one of "
-                f"{sorted(PAPER_CASES)}", repr(case)))
+                f"{sorted(PAPER_CASES)}", case))
         ensf = EnSF.paper(case, **settings)
         return StandardizedAnalysis(ensf, fixed_scale=1.0 / ensf.latent_scale,
                                     n_regressed=n_regressed, linearize=linearize), ensf
@@ -426,6 +427,8 @@ def assimilate_latent(
         obs_std = std.expand(values.shape)
         operators = torch.eye(n_latent + model.n_parameters, dtype=dtype)
         recorded["latent_obs_std"] = scaled
+    if ensf is not None:  # every setting of the EnSF that ran
+        recorded["ensf"] = dataclasses.asdict(ensf)
     if paper:
         recorded.update(latent_scale=ensf.latent_scale, case=meta.attrs["xldensf_case"])
     n_points = (int(np.prod(meta.grid_shape)) if coords is None

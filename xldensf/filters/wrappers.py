@@ -279,9 +279,11 @@ def ensemble_linearization(operator: ObservationOperator, ensemble: torch.Tensor
     ([[3.0, 0.0]], [1.0])
     """
     operator = ObservationOperator.wrap(operator)
-    mean = ensemble.mean(dim=0)
-    observed = operator(ensemble)
-    observed_mean = observed.mean(dim=0)
-    gain = torch.linalg.pinv(ensemble - mean, rtol=1e-10) @ (observed - observed_mean)
+    with torch.no_grad():
+        observed = operator(ensemble).to(torch.float64)
+    wide = ensemble.to(torch.float64)  # the fit in float64 whatever the model's dtype
+    mean, observed_mean = wide.mean(dim=0), observed.mean(dim=0)
+    gain = torch.linalg.pinv(wide - mean, rtol=1e-10) @ (observed - observed_mean)
     matrix = gain.T.contiguous()
-    return ObservationOperator(matrix=matrix), observed_mean - matrix @ mean
+    offset = observed_mean - matrix @ mean
+    return ObservationOperator(matrix=matrix.to(ensemble.dtype)), offset.to(ensemble.dtype)
