@@ -11,28 +11,20 @@ latent ``kappa = (s, u)`` of Xiao, Si & Chen (ICLR 2026, arXiv 2411.19305):
   dynamics (``model.advance``), one latent step per training frame; ``u`` persists, with
   an optional random-walk ``parameter_jitter`` (normalised units per step), and stays in
   the trained range ``[-1, 1]``;
-- analysis, with one of two likelihoods:
+- analysis (``analysis="bayesian"``, default): the default EnSF (Gaussian prior score
+  from the ensemble's moments, likelihood at the Tweedie estimate) on the joint latent
+  state and parameters, with multiplicative inflation; or ``analysis="paper"``, the
+  reference code's settings (:meth:`~xldensf.filters.ensf.EnSF.paper`, a nudge). The
+  likelihood is ``"decoder"`` (the decoder at the stations, any layout; by default its
+  least-squares linear fit over the forecast members, one decoder pass per cycle) or
+  ``"encoder"`` (the paper's LSTM latent observations, the encoder's layout only; see
+  :mod:`~xldensf.assimilation.likelihoods`). ``method="etkf"`` or ``"enkf"`` analyse the
+  same latent problem with an ensemble Kalman filter.
 
-  ``"decoder"`` (beyond the paper)
-      ``y = R(s, x_station) + eta``: the mesh-free decoder evaluated at the station
-      coordinates, the gradient of the log-likelihood by a hand-written reverse pass
-      through the decoder (:meth:`LatentModel.decoder_at`; station features computed once
-      per layout, no autograd graph per sampler step). Works with any station layout, also
-      moving or never seen in training, without retraining. ``linearize=True`` replaces
-      the decoder by its tangent at the forecast mean (one Jacobian per cycle).
-  ``"encoder"`` (the paper)
-      latent observations ``(s_hat, u_hat) = LSTM(y_{1:t})`` from the history-aware
-      encoder, an identity observation operator and Gaussian latent noise. Needs an
-      encoder trained for this station layout.
-
-The EnSF runs on standardised coordinates (the forecast ensemble's mean and spread per
-latent component, capped so that the linearised likelihood stays resolvable by the
-sampler, as for the full-space EnSF). ``method="etkf"`` or ``"enkf"`` run the same latent
-problem with an ensemble Kalman analysis instead (for comparison; exact in the
-linear-Gaussian case). Output: the analysis members decoded on the model grid (or at
-``coords``) once after the cycles, the parameter members in physical units at every time,
-optionally the latent members; the attrs hold the wall seconds of each phase
-(``xldensf_seconds_forecast``, ``_analysis``, ``_decode``).
+Output (``output=``): the analysis members decoded on the model grid (or at ``coords``)
+lazily on access (dask), now, or as their mean and spread; the parameter members in
+physical units at every time, optionally the latent members; the attrs hold the wall
+seconds of each phase (``xldensf_seconds_forecast``, ``_analysis``, ``_decode``).
 
 Examples
 --------
@@ -54,7 +46,6 @@ import dataclasses
 import json
 import math
 import time
-from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -62,7 +53,6 @@ import torch
 import xarray as xr
 
 from .._version import __version__
-from ..conventions import MEMBER_DIM, convert_values
 from ..errors import (
     ConfigurationError,
     DataError,
@@ -75,7 +65,8 @@ from ..filters.ensf import PAPER_CASES, EnSF
 from ..filters.wrappers import BoundedAnalysis, StandardizedAnalysis
 from ..options import resolve_seed
 from ..surrogate import LatentModel
-from ..surrogate.dataset import forecast_points, frame_indices
+from ..surrogate.dataset import frame_indices
+from .latent_output import OUTPUTS, latent_ensemble_dataset
 from .likelihoods import (
     LIKELIHOODS,
     check_obs_std,
@@ -86,7 +77,6 @@ from .likelihoods import (
     latent_observation_std,
     match_encoder_stations,
 )
-from .output import EnsembleFields, analysis_dataset
 from .setup import check_members, observation_problem
 
 __all__ = [
@@ -110,11 +100,6 @@ LATENT_METHODS = ("ld-ensf", "enkf", "etkf")
 #: of :class:`~xldensf.filters.ensf.EnSF`, a posterior sampler) and ``"paper"`` (the
 #: reference code's settings, :meth:`EnSF.paper`, a nudge; docs/ldensf.md).
 LATENT_ANALYSES = ("bayesian", "paper")
-#: How the analysis fields are returned (``output=``): ``"lazy"`` (every member, decoded on
-#: access; dask-backed if dask is installed, else decoded now), ``"members"`` (every
-#: member decoded now), ``"mean"`` (the ensemble mean and spread of the decoded members,
-#: no member dim on the fields).
-OUTPUTS = ("lazy", "members", "mean")
 #: How the parameters are updated under the decoder likelihood (``parameter_update=``):
 #: ``"joint"`` (in the same analysis as the latent state, through the prior's
 #: cross-covariance) or ``"regression"`` (on the latent increments afterwards,
@@ -493,137 +478,4 @@ def assimilate_latent(
     seconds["decode"] = time.perf_counter() - started
     dataset.attrs.update({f"xldensf_seconds_{phase}": float(value)
                           for phase, value in seconds.items()})
-    return dataset
-
-
-def _frame_decoder(model: LatentModel, problem: Any, at: torch.Tensor | None
-                   ) -> Any:
-    """``decode(frame (members, latent_dim + n_parameters)) -> (members, n_variables,
-    *space)`` float64 numpy, observed variables in the observations' units."""
-    meta = model.metadata
-    conversions = []
-    for name in meta.variables:
-        source = meta.variable_attrs.get(name, {}).get("units")
-        target = problem.observation_units.get(name)
-        conversions.append(None if source is None or target is None or source == target
-                           else (source, target))
-
-    def decode(frame: torch.Tensor) -> np.ndarray:
-        with torch.no_grad():
-            fields = model.decode(frame[:, :model.latent_dim].to(model.device), at)
-        fields = fields.cpu().numpy().astype(np.float64)
-        for index, conversion in enumerate(conversions):
-            if conversion is not None:
-                fields[:, index] = convert_values(fields[:, index], *conversion)
-        return fields
-
-    return decode
-
-
-def _decoded_fields(decode: Any, ensemble: torch.Tensor, output: str
-                    ) -> tuple[str, list[Any]]:
-    """The fields of ``ensemble`` ``(time, members, ...)`` per variable, as ``output``
-    asks: ``("members", [(time, member, *space)])``, dask-backed for ``"lazy"`` when dask is
-    installed, or ``("mean", [(mean, spread) (time, *space)])``."""
-    frames = [frame.detach().cpu() for frame in ensemble]
-    if output == "lazy":
-        try:
-            import dask
-            import dask.array as da
-        except ImportError:  # without dask: decode now
-            output = "members"
-        else:
-            first = decode(frames[0][:1])
-            shape, n_members = first.shape[1:], frames[0].shape[0]
-            stacked = da.stack([da.from_delayed(dask.delayed(decode, pure=True)(frame),
-                                                shape=(n_members, *shape), dtype=np.float64)
-                                for frame in frames])
-            return "members", [stacked[:, :, index] for index in range(shape[0])]
-    if output == "members":  # frame by frame: bounded working memory on any grid
-        decoded = np.stack([decode(frame) for frame in frames])
-        return "members", [decoded[:, :, index] for index in range(decoded.shape[2])]
-    moments = []
-    for frame in frames:
-        fields = decode(frame)
-        moments.append((fields.mean(axis=0), fields.std(axis=0, ddof=1)))
-    means, spreads = np.stack([m for m, _ in moments]), np.stack([s for _, s in moments])
-    return "mean", [(means[:, index], spreads[:, index]) for index in range(means.shape[1])]
-
-
-def latent_ensemble_dataset(model: LatentModel, problem: Any,
-                            ensembles: Mapping[str, torch.Tensor], attrs: Mapping[str, Any],
-                            coords: Any = None, return_latent: bool = False,
-                            output: str = "members") -> xr.Dataset:
-    """Decode latent ensembles ``(n_cycles, members, latent_dim + n_parameters)`` as a
-    Dataset; keys of ``ensembles`` are suffixes of the variable names (``""`` for the
-    analysis).
-
-    ``output`` is one of :data:`OUTPUTS` (see :func:`assimilate_latent`); the mode written
-    is recorded in the attr ``xldensf_output``.
-
-    Examples
-    --------
-    >>> import torch
-    >>> import xldensf as xl
-    >>> from xldensf.assimilation import observation_problem
-    >>> from xldensf.experiments import shipped_model_path
-    >>> model = xl.load_model(shipped_model_path("tsunami", "small"))
-    >>> truth = xl.simulate("tsunami", runs=1, seed=3, preset="small",
-    ...                     n_outputs=2).isel(run=0)
-    >>> obs = truth.ldensf.observe(stations=4, noise=0.1, seed=0)
-    >>> problem = observation_problem(obs, model, variables=model.metadata.variables)
-    >>> latent = torch.zeros(2, 3, model.latent_dim + model.n_parameters, dtype=model.dtype)
-    >>> ds = latent_ensemble_dataset(model, problem, {"": latent}, {}, output="mean")
-    >>> ds["eta"].dims, ds["eta_spread"].dims, ds.attrs["xldensf_output"]
-    (('time', 'y', 'x'), ('time', 'y', 'x'), 'mean')
-    """
-    meta = model.metadata
-    n_latent = model.latent_dim
-    if coords is None:
-        points, space_dims = None, tuple(meta.coordinate_names)
-        space_coords = {name: (name, np.asarray(meta.grid_values[name]),
-                               meta.coordinate_attrs.get(name, {})) for name in space_dims}
-    else:
-        points, point_dim = forecast_points(model, coords)
-        space_dims = (point_dim,)
-        space_coords = {name: (point_dim, points[:, index], meta.coordinate_attrs.get(name, {}))
-                        for index, name in enumerate(meta.coordinate_names)}
-    at = None if points is None else torch.as_tensor(points)
-    decode = _frame_decoder(model, problem, at)
-    written, fields, written_mode = {}, {}, output
-    for suffix, ensemble in ensembles.items():
-        physical = model.denormalize_parameters(ensemble[..., n_latent:].to(model.device))
-        physical = physical.detach().cpu().numpy().astype(np.float64)
-        extra = {}
-        if return_latent:
-            extra["latent"] = (("latent",),
-                               ensemble[..., :n_latent].detach().cpu().numpy().astype(np.float64),
-                               {"long_name": "latent state of the surrogate", "units": "1"})
-        written[suffix] = EnsembleFields(
-            fields={},
-            parameters={name: (physical[..., index], dict(meta.parameter_attrs.get(name, {})))
-                        for index, name in enumerate(meta.parameters)},
-            extra=extra)
-        written_mode, fields[suffix] = _decoded_fields(decode, ensemble, output)
-    dataset = analysis_dataset(problem, space_coords, space_dims, written, attrs)
-    time_name = problem.time_coordinate.name
-    for suffix, values in fields.items():
-        label = f" ({suffix.strip('_')})" if suffix else ""
-        for name, value in zip(meta.variables, values, strict=True):
-            field_attrs = dict(meta.variable_attrs.get(name, {}))
-            field_attrs["long_name"] = field_attrs.get("long_name", name) + label
-            if name in problem.observation_units and "units" in field_attrs:
-                field_attrs["units"] = problem.observation_units[name]
-            if written_mode == "mean":
-                mean, spread = value
-                dataset[name + suffix] = ((time_name, *space_dims), mean, field_attrs)
-                spread_attrs = {**field_attrs, "long_name": field_attrs["long_name"]
-                                + " ensemble spread (standard deviation)"}
-                dataset[name + suffix + "_spread"] = ((time_name, *space_dims), spread,
-                                                      spread_attrs)
-            else:
-                dataset[name + suffix] = ((time_name, MEMBER_DIM, *space_dims), value,
-                                          field_attrs)
-    dataset.attrs["xldensf_output"] = "lazy" if output == "lazy" and written_mode == "members" \
-        and not isinstance(next(iter(fields.values()))[0], np.ndarray) else written_mode
     return dataset

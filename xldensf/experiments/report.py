@@ -74,46 +74,6 @@ def _curve_table(results: dict[str, Any], curves: dict[str, Any]) -> list[str]:
     return lines
 
 
-#: The LD-EnSF rows checked against the targets, and the layout each is on.
-_TARGET_ROWS = {"ld-ensf-decoder-unseen": "random unseen layout",
-                "ld-ensf-encoder": "encoder's layout", "ld-ensf-decoder": "encoder's layout"}
-
-
-def _targets_table(results: dict[str, Any], variable: str) -> list[str]:
-    """Each LD-EnSF row against the targets of the benchmark (final and time-averaged error
-    of ``variable`` against 0.15 and the LETKF's, parameter error, spread/skill, call time)."""
-    methods = results["methods"]
-    letkf = methods.get("letkf", {}).get("summary", {})
-    if not letkf.get("runs"):
-        return []
-    lines = ["", f"Targets ({variable}; the LETKF side by side in this run):", "",
-             "| method | layout | final <= 0.15 | final <= 0.5 LETKF | mean < LETKF | "
-             "parameter error <= 0.03 | spread/skill 0.7-1.3 | call time >= 20x less |",
-             "|" + "---|" * 8]
-
-    def mark(value: float, ok: bool) -> str:
-        return f"{value:.3g} {'yes' if ok else 'no'}"
-
-    for method, layout in _TARGET_ROWS.items():
-        summary = methods.get(method, {}).get("summary", {})
-        if not summary.get("runs"):
-            continue
-        final, mean = summary["final"][variable], summary["mean"][variable]
-        parameter = max(summary["parameter_error"].values())
-        ratio = float(np.mean(list(summary["spread_skill"].values())))
-        cells = [mark(final, final <= 0.15),
-                 mark(final / letkf["final"][variable], final <= 0.5 * letkf["final"][variable]),
-                 mark(mean / letkf["mean"][variable], mean < letkf["mean"][variable]),
-                 mark(parameter, parameter <= 0.03), mark(ratio, 0.7 <= ratio <= 1.3)]
-        if "call_seconds" in summary and "call_seconds" in letkf:
-            speedup = letkf["call_seconds"] / summary["call_seconds"]
-            cells.append(mark(speedup, speedup >= 20))
-        else:
-            cells.append("-")
-        lines.append(f"| {method} | {layout} | " + " | ".join(cells) + " |")
-    return lines
-
-
 def markdown_report(results: dict[str, Any]) -> str:
     """Markdown tables of a :func:`~xldensf.experiments.run_benchmark` result.
 
@@ -157,9 +117,6 @@ def markdown_report(results: dict[str, Any]) -> str:
     lines += table
     if curves:
         lines += _curve_table(results, curves)
-        variables = results["variables"]
-        shown = _SHOWN_VARIABLE.get(results["case"], variables[0])
-        lines += _targets_table(results, shown if shown in variables else variables[0])
     timing = results["prediction_step"]
     lines += ["", "Prediction step over one observation interval, per member (median, "
               "side by side):", "",

@@ -275,7 +275,7 @@ def ensemble_linearization(operator: ObservationOperator, ensemble: torch.Tensor
     ...                        dtype=torch.float64)
     >>> fit, offset = ensemble_linearization(
     ...     ObservationOperator.wrap(lambda x: 3.0 * x[..., :1] + 1.0), ensemble)
-    >>> fit.matrix.round(decimals=6).tolist(), offset.round(decimals=6).tolist()
+    >>> (fit.matrix.round(decimals=6) + 0.0).tolist(), offset.round(decimals=6).tolist()
     ([[3.0, 0.0]], [1.0])
     """
     operator = ObservationOperator.wrap(operator)
