@@ -109,7 +109,7 @@ def assimilate(
     model: Any,
     *,
     method: str | None = None,
-    members: int = 20,
+    members: int | None = None,
     seed: int | None = None,
     progress: bool | None = None,
     **settings: Any,
@@ -133,7 +133,8 @@ def assimilate(
         ``"enkf"``, ``"etkf"``, ``"letkf"`` (default) or ``"ensf"`` with a simulator;
         ``"ld-ensf"`` (default), ``"etkf"`` or ``"enkf"`` with a LatentModel.
     members
-        Ensemble size (>= 2).
+        Ensemble size (>= 2); ``None``: the adapter's default (20 for a simulator,
+        :data:`~xldensf.assimilation.latent.DEFAULT_LATENT_MEMBERS` for a LatentModel).
     seed
         Seed of the prior draw and of stochastic filters; recorded in the attrs.
     progress
@@ -162,7 +163,9 @@ def assimilate(
         if isinstance(model, model_type):
             if method is not None:
                 settings["method"] = method
-            return adapter(observations, model, members=members, seed=seed,
+            if members is not None:
+                settings["members"] = members
+            return adapter(observations, model, seed=seed,
                            progress=progress, **settings)
     raise ConfigurationError(expected_found(
         "model", "a full-order simulator (xl.simulator(...)) or a LatentModel",

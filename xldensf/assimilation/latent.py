@@ -11,28 +11,20 @@ latent ``kappa = (s, u)`` of Xiao, Si & Chen (ICLR 2026, arXiv 2411.19305):
   dynamics (``model.advance``), one latent step per training frame; ``u`` persists, with
   an optional random-walk ``parameter_jitter`` (normalised units per step), and stays in
   the trained range ``[-1, 1]``;
-- analysis, with one of two likelihoods:
+- analysis (``analysis="bayesian"``, default): the default EnSF (Gaussian prior score
+  from the ensemble's moments, likelihood at the Tweedie estimate) on the joint latent
+  state and parameters, with multiplicative inflation; or ``analysis="paper"``, the
+  reference code's settings (:meth:`~xldensf.filters.ensf.EnSF.paper`, a nudge). The
+  likelihood is ``"decoder"`` (the decoder at the stations, any layout; by default its
+  least-squares linear fit over the forecast members, one decoder pass per cycle) or
+  ``"encoder"`` (the paper's LSTM latent observations, the encoder's layout only; see
+  :mod:`~xldensf.assimilation.likelihoods`). ``method="etkf"`` or ``"enkf"`` analyse the
+  same latent problem with an ensemble Kalman filter.
 
-  ``"decoder"`` (beyond the paper)
-      ``y = R(s, x_station) + eta``: the mesh-free decoder evaluated at the station
-      coordinates, the gradient of the log-likelihood by a hand-written reverse pass
-      through the decoder (:meth:`LatentModel.decoder_at`; station features computed once
-      per layout, no autograd graph per sampler step). Works with any station layout, also
-      moving or never seen in training, without retraining. ``linearize=True`` replaces
-      the decoder by its tangent at the forecast mean (one Jacobian per cycle).
-  ``"encoder"`` (the paper)
-      latent observations ``(s_hat, u_hat) = LSTM(y_{1:t})`` from the history-aware
-      encoder, an identity observation operator and Gaussian latent noise. Needs an
-      encoder trained for this station layout.
-
-The EnSF runs on standardised coordinates (the forecast ensemble's mean and spread per
-latent component, capped so that the linearised likelihood stays resolvable by the
-sampler, as for the full-space EnSF). ``method="etkf"`` or ``"enkf"`` run the same latent
-problem with an ensemble Kalman analysis instead (for comparison; exact in the
-linear-Gaussian case). Output: the analysis members decoded on the model grid (or at
-``coords``) once after the cycles, the parameter members in physical units at every time,
-optionally the latent members; the attrs hold the wall seconds of each phase
-(``xldensf_seconds_forecast``, ``_analysis``, ``_decode``).
+Output (``output=``): the analysis members decoded on the model grid (or at ``coords``)
+lazily on access (dask), now, or as their mean and spread; the parameter members in
+physical units at every time, optionally the latent members; the attrs hold the wall
+seconds of each phase (``xldensf_seconds_forecast``, ``_analysis``, ``_decode``).
 
 Examples
 --------
@@ -50,10 +42,10 @@ Examples
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
-from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -61,12 +53,20 @@ import torch
 import xarray as xr
 
 from .._version import __version__
-from ..errors import ConfigurationError, DataError, check_name, expected_found
+from ..errors import (
+    ConfigurationError,
+    DataError,
+    ParameterError,
+    check_name,
+    expected_found,
+)
 from ..filters import cycle, get_filter
+from ..filters.ensf import PAPER_CASES, EnSF
 from ..filters.wrappers import BoundedAnalysis, StandardizedAnalysis
 from ..options import resolve_seed
 from ..surrogate import LatentModel
-from ..surrogate.dataset import forecast_points, frame_indices
+from ..surrogate.dataset import frame_indices
+from .latent_output import OUTPUTS, latent_ensemble_dataset
 from .likelihoods import (
     LIKELIHOODS,
     check_obs_std,
@@ -77,13 +77,18 @@ from .likelihoods import (
     latent_observation_std,
     match_encoder_stations,
 )
-from .output import EnsembleFields, analysis_dataset
 from .setup import check_members, observation_problem
 
 __all__ = [
     "assimilate_latent",
+    "latent_ensemble_dataset",
     "training_latent_box",
     "LATENT_METHODS",
+    "LATENT_ANALYSES",
+    "OUTPUTS",
+    "PARAMETER_UPDATES",
+    "DEFAULT_LATENT_MEMBERS",
+    "DEFAULT_LATENT_INFLATION",
     "DEFAULT_LATENT_MARGIN",
     "PHASES",
 ]
@@ -91,6 +96,23 @@ __all__ = [
 #: Methods with a :class:`LatentModel`: LD-EnSF, and ensemble Kalman analyses of the same
 #: latent problem (for comparison).
 LATENT_METHODS = ("ld-ensf", "enkf", "etkf")
+#: Configurations of the LD-EnSF analysis (``analysis=``): ``"bayesian"`` (the default EnSF
+#: of :class:`~xldensf.filters.ensf.EnSF`, a posterior sampler) and ``"paper"`` (the
+#: reference code's settings, :meth:`EnSF.paper`, a nudge; docs/ldensf.md).
+LATENT_ANALYSES = ("bayesian", "paper")
+#: How the parameters are updated under the decoder likelihood (``parameter_update=``):
+#: ``"joint"`` (in the same analysis as the latent state, through the prior's
+#: cross-covariance) or ``"regression"`` (on the latent increments afterwards,
+#: :func:`~xldensf.filters.wrappers.regress_unobserved`).
+PARAMETER_UPDATES = ("joint", "regression")
+#: Default ensemble size of the latent methods: a latent member costs microseconds per
+#: prediction step, and the joint latent-parameter state needs far more than the
+#: full-space habit of 20 (measurements in docs/ldensf.md).
+DEFAULT_LATENT_MEMBERS = 200
+#: Default multiplicative inflation of the default latent EnSF's analysis anomalies: the
+#: latent dynamics are deterministic and the parameters persist, so without it the
+#: ensemble loses its spread over the cycles (docs/ldensf.md).
+DEFAULT_LATENT_INFLATION = 1.1
 #: Phases timed in the attrs of the analysis, ``xldensf_seconds_<phase>`` (wall seconds,
 #: summed over cycles): the latent prediction steps (with the prior's start), the analyses
 #: (with the encoder or the station operators they need), and the decoding of the output.
@@ -133,15 +155,39 @@ def training_latent_box(model: LatentModel, margin: float = 0.0) -> tuple[torch.
     return lower - margin * width, upper + margin * width
 
 
-def _kernel(method: str, settings: dict[str, Any], n_regressed: int,
-            linearize: bool = False) -> Any:
-    if method == "ld-ensf":
-        # Clip scores (+-1000, as in the EnSF paper) as a guard against stiff decoders;
-        # overridable.
-        settings.setdefault("score_clip", 1e3)
-        return StandardizedAnalysis(get_filter("ensf", **settings), n_regressed=n_regressed,
-                                    linearize=linearize)
-    return get_filter(method, **settings)
+def _kernel(method: str, analysis: str, settings: dict[str, Any], case: str | None,
+            n_regressed: int, linearize: bool | str, standardize: bool) -> tuple[Any, EnSF | None]:
+    """The analysis of one cycle, and the EnSF inside it (``None`` for a Kalman kernel)."""
+    if method != "ld-ensf":
+        return get_filter(method, **settings), None
+    if analysis == "paper":
+        if case not in PAPER_CASES:
+            raise ConfigurationError(expected_found(
+                "analysis='paper'", f"a model whose xldensf_case attr is one of "
+                f"{sorted(PAPER_CASES)}", case))
+        ensf = EnSF.paper(case, **settings)
+        return StandardizedAnalysis(ensf, fixed_scale=1.0 / ensf.latent_scale,
+                                    n_regressed=n_regressed, linearize=linearize), ensf
+    ensf = get_filter("ensf", **{"inflation": DEFAULT_LATENT_INFLATION, **settings})
+    # standardised by the forecast's mean and spread, uncapped: the Tweedie likelihood is
+    # no stiffer than the prior, so the cap of the damped likelihood is not needed
+    wrapped = StandardizedAnalysis(ensf, fixed_scale=None if standardize else 1.0, cap=None,
+                                   n_regressed=n_regressed, linearize=linearize)
+    return wrapped, ensf
+
+
+def _check_memory(ensf: EnSF | None, members: int, n_state: int, n_obs: int,
+                  output_values: int, limit_gib: float) -> None:
+    """Refuse member counts whose analysis or eager output would not fit ``limit_gib``."""
+    estimates = {"output (output='members')": 8.0 * output_values}
+    if ensf is not None:
+        estimates["EnSF analysis"] = ensf.memory_estimate(1, members, n_state, n_obs)
+    for what, estimate in estimates.items():
+        if estimate > limit_gib * 2 ** 30:
+            raise ParameterError(expected_found(
+                f"memory of the {what}", f"<= memory_limit_gib = {limit_gib} GiB",
+                f"about {estimate / 2 ** 30:.1f} GiB for {members} members; use fewer "
+                "members or output='lazy'/'mean'"))
 
 
 def assimilate_latent(
@@ -149,13 +195,17 @@ def assimilate_latent(
     model: LatentModel,
     *,
     method: str = "ld-ensf",
-    members: int = 20,
+    members: int | None = None,
+    analysis: str = "bayesian",
     likelihood: str | None = None,
     obs_error: Any = None,
     latent_obs_std: float | None = None,
     parameter_jitter: float = 0.0,
-    linearize: bool = False,
+    linearize: bool | str | None = None,
+    standardize: bool = False,
+    parameter_update: str = "joint",
     latent_margin: float | None = DEFAULT_LATENT_MARGIN,
+    output: str = "lazy",
     coords: Any = None,
     seed: int | None = None,
     return_latent: bool = False,
@@ -176,7 +226,18 @@ def assimilate_latent(
         ``"ld-ensf"`` (EnSF on the standardised latent) or ``"etkf"`` / ``"enkf"`` (the
         same latent problem with an ensemble Kalman analysis).
     members
-        Ensemble size (>= 2).
+        Ensemble size (>= 2); default :data:`DEFAULT_LATENT_MEMBERS`. Counts whose analysis
+        or eager output would exceed ``memory_limit_gib`` (an EnSF setting, default 8) are
+        refused with the estimate.
+    analysis
+        ``"bayesian"`` (default): the default :class:`~xldensf.filters.ensf.EnSF` (Gaussian
+        prior score from the ensemble's moments, likelihood at the Tweedie estimate), a
+        posterior sampler. ``"paper"``: the LD-EnSF reference code,
+        ``EnSF.paper(case)`` for the model's ``xldensf_case`` attr, run on the latent
+        state and parameters times ``latent_scale`` (100) with ``latent_obs_std`` (0.1)
+        in those scaled units, no standardisation and no score clip; its member-paired
+        score makes the analysis a nudge toward the observation whose strength is set by
+        the step count.
     likelihood
         ``None`` (default): ``"encoder"`` on the layout the model's encoder was trained
         for, else ``"decoder"`` (see :func:`default_likelihood`). ``"decoder"``: any
@@ -189,7 +250,8 @@ def assimilate_latent(
         Latent observation error of the encoder likelihood, in the encoder's scaled units
         (latent components over their training spread, normalised parameters). Default:
         the square root of the encoder's validation loss stored with the model
-        (else 0.1).
+        (else 0.1). With ``analysis="paper"``: in the paper's scaled units (default 0.1,
+        i.e. 0.001 of the unscaled latent and normalised parameters).
     parameter_jitter
         Standard deviation of a random walk on the normalised parameters per latent step
         (0: parameters persist).
@@ -197,13 +259,37 @@ def assimilate_latent(
         LD-EnSF with the decoder likelihood only: replace the decoder at the stations by
         its tangent at the forecast mean in each cycle, ``R(s) ~ R(m) + J (s - m)``: one
         Jacobian per cycle instead of a decoder pass per sampler step (much faster; exact
-        for a linear decoder, an approximation otherwise).
+        for a linear decoder, an approximation otherwise; ``"tangent"`` is the same).
+        ``"ensemble"``: the least-squares linear fit of the decoder at the stations over
+        the forecast members (:func:`~xldensf.filters.wrappers.ensemble_linearization`,
+        one decoder pass per cycle; the linearisation of an ensemble Kalman filter).
+        ``None`` (default): ``"ensemble"`` for the default analysis with the decoder
+        likelihood (docs/ldensf.md), off otherwise.
+    standardize
+        Run the EnSF on the forecast ensemble's standardised coordinates (mean and spread
+        per component, each scale capped so the linearised likelihood stays resolvable by
+        the sampler; :class:`~xldensf.filters.wrappers.StandardizedAnalysis`). Off by
+        default: the default EnSF's Tweedie likelihood is no stiffer than its prior.
+    parameter_update
+        Decoder likelihood only (the parameters have no likelihood gradient there):
+        ``"joint"`` (default) updates them in the same analysis through the prior score's
+        cross-covariance with the latent state; ``"regression"`` by regression on the
+        latent increments afterwards (:func:`~xldensf.filters.wrappers.regress_unobserved`;
+        always used with the member-paired score of ``analysis="paper"``, which carries no
+        cross-covariance).
     latent_margin
         Analysis latent members are kept in the box of the training latents (all frames,
         the whole parameter range; :func:`training_latent_box`) widened by this fraction
         of its width on each side, as the parameters are kept in ``[-1, 1]``: off the
         training latents the networks extrapolate and members can run away. ``None``: no
         bound.
+    output
+        ``"lazy"`` (default): every member's fields, decoded frame by frame on access (a
+        dask array when dask is installed; else decoded now, as ``"members"``), so the call
+        returns after the filter. ``"members"``: every member decoded now. ``"mean"``: the
+        fields are the ensemble mean of the decoded members ``(time, *grid)`` with
+        ``<name>_spread`` (their standard deviation, ddof 1), decoded now without holding
+        the members. Parameters (and ``latent``) are always returned per member.
     coords
         Mapping of every grid coordinate name to 1-D points where the analysis is decoded;
         default the training grid.
@@ -246,11 +332,20 @@ def assimilate_latent(
     if not isinstance(model, LatentModel):
         raise ConfigurationError(expected_found("model", "a LatentModel",
                                                 type(model).__name__))
-    members = check_members(members)
+    members = check_members(DEFAULT_LATENT_MEMBERS if members is None else members)
     check_name("method (with a LatentModel)", method, LATENT_METHODS)
+    check_name("analysis", analysis, LATENT_ANALYSES)
+    check_name("output", output, OUTPUTS)
+    check_name("parameter_update", parameter_update, PARAMETER_UPDATES)
     if likelihood is not None:
         check_name("likelihood", likelihood, LIKELIHOODS)
-    if linearize and (method, likelihood or "decoder") != ("ld-ensf", "decoder"):
+    if linearize is None:  # the default analysis: linearised decoder (docs/ldensf.md)
+        linearize = "ensemble" if method == "ld-ensf" and analysis == "bayesian" and \
+            likelihood != "encoder" else False
+        explicit_linearize = False
+    else:
+        explicit_linearize = bool(linearize)
+    if explicit_linearize and (method, likelihood or "decoder") != ("ld-ensf", "decoder"):
         raise ConfigurationError(expected_found(
             "linearize=True", "method='ld-ensf' with likelihood='decoder'",
             f"method={method!r}, likelihood={likelihood!r}"))
@@ -267,20 +362,36 @@ def assimilate_latent(
         variable_units={name: meta.variable_attrs.get(name, {}).get("units", "1")
                         for name in meta.variables},
         geometry=geometry, time_units=meta.time_attrs.get("units", "1"))
-    likelihood = likelihood or default_likelihood(model, problem, geometry, linearize)
+    likelihood = likelihood or default_likelihood(model, problem, geometry,
+                                                  explicit_linearize)
+    if linearize not in (True, False, "tangent", "ensemble"):
+        raise ConfigurationError(expected_found("linearize", "True, False, 'tangent', "
+                                                "'ensemble' or None", linearize))
+    linearize = (linearize if likelihood == "decoder" else False) or False
     frames = frame_indices(model, problem.times, stacklevel=3)
     if (np.diff(frames) < 1).any():
         raise DataError(expected_found("observation times", "one per latent step (distinct)",
                                        problem.times.tolist()[:5]))
     variable_indices = [meta.variables.index(name) for name in problem.variables]
+    paper = method == "ld-ensf" and analysis == "paper"
+    if paper:
+        parameter_update = "regression"  # the member score has no cross-covariance
     recorded = {**settings, "likelihood": likelihood, "parameter_jitter": parameter_jitter,
-                "latent_margin": latent_margin}
-    if linearize:
-        recorded["linearize"] = True
+                "latent_margin": latent_margin, "analysis": analysis, "output": output}
+    if method == "ld-ensf":
+        recorded.update(standardize=standardize and not paper)
+        if likelihood == "decoder":
+            recorded["parameter_update"] = parameter_update
+    if method == "ld-ensf" and likelihood == "decoder":
+        recorded["linearize"] = linearize
 
     seconds = dict.fromkeys(PHASES, 0.0)
     started = time.perf_counter()
     dtype, n_latent = model.dtype, model.latent_dim
+    regressed = model.n_parameters if likelihood == "decoder" and \
+        parameter_update == "regression" else 0
+    kernel, ensf = _kernel(method, analysis, settings, meta.attrs.get("xldensf_case"),
+                           regressed, linearize, standardize)
     if likelihood == "decoder":
         check_obs_std(problem)
         operators, values = decoder_operators(model, problem, geometry, variable_indices)
@@ -289,12 +400,28 @@ def assimilate_latent(
     else:
         match = match_encoder_stations(model, problem, geometry)
         values = encoder_observations(model, problem, frames, match)
-        std, scaled = latent_observation_std(model, latent_obs_std)
+        if paper:  # the reference code's error, in its scaled units, for every component
+            scaled = float(ensf.latent_obs_std if latent_obs_std is None else latent_obs_std)
+            if not 0 < scaled < math.inf:
+                raise ConfigurationError(expected_found("latent_obs_std", "a positive number",
+                                                        latent_obs_std))
+            std = torch.full((n_latent + model.n_parameters,), scaled / ensf.latent_scale,
+                             dtype=dtype)
+        else:
+            std, scaled = latent_observation_std(model, latent_obs_std)
         obs_std = std.expand(values.shape)
         operators = torch.eye(n_latent + model.n_parameters, dtype=dtype)
         recorded["latent_obs_std"] = scaled
-    kernel = _kernel(method, settings, model.n_parameters if likelihood == "decoder" else 0,
-                     linearize and likelihood == "decoder")
+    if ensf is not None:  # every setting of the EnSF that ran
+        recorded["ensf"] = dataclasses.asdict(ensf)
+    if paper:
+        recorded.update(latent_scale=ensf.latent_scale, case=meta.attrs["xldensf_case"])
+    n_points = (int(np.prod(meta.grid_shape)) if coords is None
+                else len(next(iter(dict(coords).values()))))
+    _check_memory(ensf, members, n_latent + model.n_parameters, values.shape[-1],
+                  (1 + return_forecasts) * len(problem.times) * members * len(meta.variables)
+                  * n_points if output == "members" else 0,
+                  float(settings.get("memory_limit_gib", EnSF.memory_limit_gib)))
     if latent_margin is not None:
         kernel = BoundedAnalysis(kernel, *training_latent_box(model, latent_margin))
     seconds["analysis"] += time.perf_counter() - started
@@ -331,6 +458,7 @@ def assimilate_latent(
     attrs = {
         "title": f"xldensf {method} analysis",
         "xldensf_method": method,
+        "xldensf_analysis": analysis if method == "ld-ensf" else method,
         "xldensf_likelihood": likelihood,
         "xldensf_settings": json.dumps(recorded, sort_keys=True, default=str),
         "xldensf_members": members,
@@ -346,51 +474,8 @@ def assimilate_latent(
         ensembles["_forecast"] = result.forecast
     started = time.perf_counter()
     dataset = latent_ensemble_dataset(model, problem, ensembles, attrs, coords=coords,
-                                      return_latent=return_latent)
+                                      return_latent=return_latent, output=output)
     seconds["decode"] = time.perf_counter() - started
     dataset.attrs.update({f"xldensf_seconds_{phase}": float(value)
                           for phase, value in seconds.items()})
     return dataset
-
-
-def latent_ensemble_dataset(model: LatentModel, problem: Any,
-                            ensembles: Mapping[str, torch.Tensor], attrs: Mapping[str, Any],
-                            coords: Any = None, return_latent: bool = False) -> xr.Dataset:
-    """Decode latent ensembles ``(n_cycles, members, latent_dim + n_parameters)`` as a
-    Dataset; keys of ``ensembles`` are suffixes of the variable names (``""`` for the
-    analysis)."""
-    meta = model.metadata
-    n_latent = model.latent_dim
-    if coords is None:
-        points, space_dims = None, tuple(meta.coordinate_names)
-        space_coords = {name: (name, np.asarray(meta.grid_values[name]),
-                               meta.coordinate_attrs.get(name, {})) for name in space_dims}
-    else:
-        points, point_dim = forecast_points(model, coords)
-        space_dims = (point_dim,)
-        space_coords = {name: (point_dim, points[:, index], meta.coordinate_attrs.get(name, {}))
-                        for index, name in enumerate(meta.coordinate_names)}
-    at = None if points is None else torch.as_tensor(points)
-    written = {}
-    for suffix, ensemble in ensembles.items():
-        decoded = None
-        with torch.no_grad():  # frame by frame: bounded memory on any grid
-            for index, frame in enumerate(ensemble):
-                fields = model.decode(frame[:, :n_latent].to(model.device), at).cpu().numpy()
-                if decoded is None:
-                    decoded = np.empty((len(ensemble), *fields.shape), dtype=np.float64)
-                decoded[index] = fields
-        physical = model.denormalize_parameters(ensemble[..., n_latent:].to(model.device))
-        physical = physical.detach().cpu().numpy().astype(np.float64)
-        extra = {}
-        if return_latent:
-            extra["latent"] = (("latent",),
-                               ensemble[..., :n_latent].detach().cpu().numpy().astype(np.float64),
-                               {"long_name": "latent state of the surrogate", "units": "1"})
-        written[suffix] = EnsembleFields(
-            fields={name: (decoded[:, :, index], dict(meta.variable_attrs.get(name, {})))
-                    for index, name in enumerate(meta.variables)},
-            parameters={name: (physical[..., index], dict(meta.parameter_attrs.get(name, {})))
-                        for index, name in enumerate(meta.parameters)},
-            extra=extra)
-    return analysis_dataset(problem, space_coords, space_dims, written, attrs)

@@ -252,15 +252,16 @@ def _run_method(method: str, truth: xr.Dataset, observations: dict[str, xr.Datas
                 widths: dict[str, float]) -> dict[str, Any]:
     """One method on one truth: its scores, or the reason it did not run."""
     if method.startswith("ld-ensf"):
-        likelihood = "encoder" if method == "ld-ensf-encoder" else "decoder"
+        likelihood = "decoder" if method.startswith("ld-ensf-decoder") else "encoder"
         if likelihood == "encoder" and latent_model.encoder is None:
             return {"failure": "skipped: the surrogate has no encoder"}
         layout = "unseen" if method.endswith("unseen") else "trained"
+        analysis = "paper" if method == "ld-ensf-paper" else "bayesian"
 
         def analyse() -> xr.Dataset:
             return observations[layout].ldensf.assimilate(
-                latent_model, members=setting.members, likelihood=likelihood, seed=seed,
-                progress=False)
+                latent_model, members=setting.latent_members, likelihood=likelihood,
+                analysis=analysis, seed=seed, progress=False)
     else:
         def analyse() -> xr.Dataset:
             return observations["trained"].ldensf.assimilate(
@@ -272,8 +273,20 @@ def _run_method(method: str, truth: xr.Dataset, observations: dict[str, xr.Datas
     except XLDEnSFError as error:  # a diverged filter is a result, not a crash
         return {"failure": f"{type(error).__name__}: {error}"}
     seconds = time.perf_counter() - start
-    return _score(analysis, truth, scored_variables(full_model.case, full_model), widths,
-                  seconds)
+    members = analysis.sizes["member"]
+    # The fields are scored on the first ``setting.members`` members (exchangeable draws:
+    # a random subset), so scoring a large latent ensemble does not decode every member on
+    # the grid; the parameters on all of them.
+    scored = analysis.isel(member=slice(0, setting.members))
+    start = time.perf_counter()
+    scored = scored.load()  # decode lazily returned fields (timed apart from the call)
+    record = _score(scored, truth, scored_variables(full_model.case, full_model), widths,
+                    seconds + time.perf_counter() - start)
+    errors = parameter_error(analysis, truth, list(widths), ranges=widths)
+    record["parameter_error"] = {name: float(errors[name].values[-1]) for name in widths}
+    record.update(call_seconds=seconds, members=members,
+                  scored_members=scored.sizes["member"])
+    return record
 
 
 def summarize_runs(records: list[dict[str, Any]]) -> dict[str, Any]:
@@ -303,8 +316,9 @@ def summarize_runs(records: list[dict[str, Any]]) -> dict[str, Any]:
         names = ran[0][key]
         summary[key] = {name: float(np.mean([record[key][name] for record in ran]))
                         for name in names}
-    for key in ("seconds_per_cycle", "filter_seconds_per_cycle"):
-        summary[key] = float(np.mean([record[key] for record in ran]))
+    for key in ("seconds_per_cycle", "filter_seconds_per_cycle", "call_seconds"):
+        if all(key in record for record in ran):
+            summary[key] = float(np.mean([record[key] for record in ran]))
     curves = np.array([[record["relative_rmse"][name] for name in record["relative_rmse"]]
                        for record in ran])
     summary["relative_rmse"] = dict(zip(ran[0]["relative_rmse"],
@@ -313,18 +327,21 @@ def summarize_runs(records: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _resolve_setting(case: str, quick: bool, truths: int | None, members: int | None,
-                     methods: Sequence[str] | None) -> tuple[BenchmarkSetting, list[str]]:
+                     latent_members: int | None, methods: Sequence[str] | None
+                     ) -> tuple[BenchmarkSetting, list[str]]:
     """The setting with its overrides, and the methods, checked."""
     check_name("case", case, sorted(BENCHMARK_CASES))
     methods = list(METHODS if methods is None else methods)
     for method in methods:
         check_name("method", method, METHODS)
-    overrides = {key: value for key, value in (("truths", truths), ("members", members))
+    overrides = {key: value for key, value in (("truths", truths), ("members", members),
+                                                ("latent_members", latent_members))
                  if value is not None}
     setting = dataclasses.replace(SETTINGS["quick" if quick else "paper"], **overrides)
-    if setting.truths < 1 or setting.members < 2:
-        raise ConfigurationError(expected_found("truths >= 1 and members >= 2",
-                                                "both", (setting.truths, setting.members)))
+    if setting.truths < 1 or setting.members < 2 or setting.latent_members < 2:
+        raise ConfigurationError(expected_found(
+            "truths >= 1, members >= 2 and latent_members >= 2", "all",
+            (setting.truths, setting.members, setting.latent_members)))
     return setting, methods
 
 
@@ -363,9 +380,9 @@ def _run_truths(case: str, setting: BenchmarkSetting, methods: list[str], latent
 
 
 def run_benchmark(case: str = "tsunami", *, quick: bool = True, truths: int | None = None,
-                  members: int | None = None, methods: Sequence[str] | None = None,
-                  model: Any = None, seed: int = 0, output: str | Path | None = None,
-                  progress: bool = True) -> dict[str, Any]:
+                  members: int | None = None, latent_members: int | None = None,
+                  methods: Sequence[str] | None = None, model: Any = None, seed: int = 0,
+                  output: str | Path | None = None, progress: bool = True) -> dict[str, Any]:
     """Run the LD-EnSF benchmark of one case; optionally write JSON and markdown.
 
     Parameters
@@ -375,8 +392,9 @@ def run_benchmark(case: str = "tsunami", *, quick: bool = True, truths: int | No
     quick
         The quick setting (small presets, 3 truths, minutes on a CPU) instead of the
         paper setting (paper grids, 10 truths; train the surrogate on a GPU).
-    truths, members
-        Overrides of the setting's number of held-out truths and ensemble size.
+    truths, members, latent_members
+        Overrides of the setting's number of held-out truths and ensemble sizes (of the
+        full-space filters, of the latent methods).
     methods
         Subset of :data:`~xldensf.experiments.settings.METHODS` (default: all).
     model
@@ -415,7 +433,8 @@ def run_benchmark(case: str = "tsunami", *, quick: bool = True, truths: int | No
     >>> sorted(result["methods"])
     ['enkf', 'ld-ensf-decoder']
     """
-    setting, methods = _resolve_setting(case, quick, truths, members, methods)
+    setting, methods = _resolve_setting(case, quick, truths, members, latent_members,
+                                        methods)
     seed = resolve_seed(seed)
     output_dir = Path(output) if output is not None else None
     if output_dir is not None:

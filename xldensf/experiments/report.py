@@ -11,6 +11,7 @@ True
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,7 @@ def _method_table(results: dict[str, Any]) -> tuple[list[str], dict[str, Any]]:
     variables, parameters = results["variables"], list(results["parameters"])
     header = (["method"] + [f"{v} final" for v in variables] + [f"{v} mean" for v in variables]
               + [f"{p} err" for p in parameters] + ["spread/skill", "filter s/cycle",
-                                                     "total s/cycle"])
+                                                     "total s/cycle", "call s"])
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     curves: dict[str, dict[str, list[float]]] = {}
     for method, entry in results["methods"].items():
@@ -49,7 +50,8 @@ def _method_table(results: dict[str, Any]) -> tuple[list[str], dict[str, Any]]:
                  + [summary["parameter_error"][p] for p in parameters] + [ratio])
         lines.append(f"| {method} | " + " | ".join(f"{c:.4f}" for c in cells)
                      + f" | {summary['filter_seconds_per_cycle']:.3g}"
-                     + f" | {summary['seconds_per_cycle']:.3g} |")
+                     + f" | {summary['seconds_per_cycle']:.3g}"
+                     + f" | {summary.get('call_seconds', math.nan):.3g} |")
         if summary["runs"] < setting["truths"]:
             lines[-1] += f" ({summary['runs']}/{setting['truths']} truths ran)"
         curves[method] = summary["relative_rmse"]
@@ -99,14 +101,17 @@ def markdown_report(results: dict[str, Any]) -> str:
     setting, stations = results["setting"], results["stations"]
     lines = [
         f"# LD-EnSF benchmark: {results['case']}, {setting['name']} setting", "",
-        f"{setting['truths']} held-out truths, {setting['members']} members, "
+        f"{setting['truths']} held-out truths, {setting.get('latent_members', '-')} "
+        f"members for the latent methods and {setting['members']} for the full-space ones, "
         f"{stations['trained']} stations ({100 * stations['fraction']:.2f} % of "
         f"{stations['grid_points']} grid points), {100 * setting['noise']:g} % noise. "
         f"Surrogate: {results['model']}.", "",
         "Means over the truths: relative RMSE of the ensemble mean at the last frame and "
         "averaged over frames 1..end; parameter error as a fraction of the prior range; "
         "spread/skill averaged over frames; wall time per cycle: the filter (forecast + "
-        "analysis) and in total (with writing every member on the grid).", "",
+        "analysis) and in total (with decoding every member on the grid for the scores); "
+        "call: wall seconds from the `assimilate` call to the returned analysis (latent "
+        "fields decoded lazily, on access).", "",
     ]
     table, curves = _method_table(results)
     lines += table

@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from ..assimilation.latent import DEFAULT_LATENT_MEMBERS
+
 __all__ = [
     "ANOMALY_VARIABLES",
     "BENCHMARK_CASES",
@@ -51,11 +53,12 @@ UNSEEN_LAYOUT_SEED_OFFSET = 7919
 #: mean is large against their variation (see :func:`xldensf.metrics.spatial_anomaly`).
 ANOMALY_VARIABLES = {"atmosphere": ("h",)}
 
-#: Method names, in table order: LD-EnSF with the decoder likelihood (the package default),
-#: with the paper's encoder likelihood, with the decoder likelihood on a random layout the
-#: surrogate never saw; the full-space filters with the full-order model.
-METHODS = ("ld-ensf-decoder", "ld-ensf-encoder", "ld-ensf-decoder-unseen", "ensf", "enkf",
-           "letkf")
+#: Method names, in table order: LD-EnSF (the package's default analysis) with the decoder
+#: likelihood, with the paper's encoder likelihood, with the decoder likelihood on a random
+#: layout the surrogate never saw; the paper's configuration (``analysis="paper"``, encoder
+#: likelihood); the full-space filters with the full-order model.
+METHODS = ("ld-ensf-decoder", "ld-ensf-encoder", "ld-ensf-decoder-unseen", "ld-ensf-paper",
+           "ensf", "enkf", "letkf")
 
 #: LETKF localisation radius per case, in the grid's coordinate units: metres on the plane
 #: and the sphere, nondimensional on the Kolmogorov torus, grid index on Lorenz-96.
@@ -93,7 +96,11 @@ class BenchmarkSetting:
     truths
         Held-out truths per method.
     members, noise, density
-        Ensemble size, relative observation noise, observed fraction of the grid.
+        Ensemble size of the full-space filters, relative observation noise, observed
+        fraction of the grid.
+    latent_members
+        Ensemble size of the latent methods (``ld-ensf-*``): a latent member costs
+        microseconds (:data:`~xldensf.assimilation.latent.DEFAULT_LATENT_MEMBERS`).
     training_runs
         Runs simulated to train a surrogate when none is given or shipped.
 
@@ -108,6 +115,7 @@ class BenchmarkSetting:
     preset: str
     truths: int
     members: int = 20
+    latent_members: int = DEFAULT_LATENT_MEMBERS
     noise: float = 0.1
     density: float = PAPER_DENSITY
     training_runs: int = 60

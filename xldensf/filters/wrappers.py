@@ -41,6 +41,7 @@ __all__ = [
     "BoundedAnalysis",
     "SplitGlobalAnalysis",
     "regress_unobserved",
+    "ensemble_linearization",
     "DEFAULT_SCALE_CAP",
 ]
 
@@ -92,13 +93,19 @@ class StandardizedAnalysis:
         deviation per block: e.g. one per variable of a gridded state and one per
         parameter), or ``None``: per component.
     cap
-        The cap above.
+        The cap above; ``None``: no cap.
+    fixed_scale
+        Instead of the ensemble's moments, ``z = x / fixed_scale`` for every component (no
+        shift, no cap): e.g. ``1.0`` runs the kernel on the state itself, ``0.01`` on the
+        state times 100 (the LD-EnSF reference code's latent scaling).
     n_regressed
         Trailing components updated by :func:`regress_unobserved` afterwards (components
         that receive no likelihood gradient, e.g. parameters under a decoder likelihood).
     linearize
-        Replace the operator by its tangent at the forecast mean (one Jacobian per analysis
-        instead of an operator evaluation per sampler step).
+        ``True`` (or ``"tangent"``): replace the operator by its tangent at the forecast mean
+        (one Jacobian per analysis instead of an operator evaluation per sampler step);
+        ``"ensemble"``: by its statistical linearisation over the forecast ensemble
+        (:func:`ensemble_linearization`, one operator pass per analysis).
 
     Examples
     --------
@@ -113,14 +120,21 @@ class StandardizedAnalysis:
     """
 
     def __init__(self, kernel: Any, *, blocks: torch.Tensor | None = None,
-                 cap: float = DEFAULT_SCALE_CAP, n_regressed: int = 0,
-                 linearize: bool = False) -> None:
+                 cap: float | None = DEFAULT_SCALE_CAP, fixed_scale: float | None = None,
+                 n_regressed: int = 0, linearize: bool | str = False) -> None:
+        if fixed_scale is not None and not 0 < fixed_scale < float("inf"):
+            raise DataError(expected_found("fixed_scale", "a positive number or None",
+                                           fixed_scale))
         self.kernel, self.name, self.blocks, self.cap = kernel, kernel.name, blocks, cap
+        self.fixed_scale = fixed_scale
         self.n_regressed, self.linearize = n_regressed, linearize
 
     def standardization(self, ensemble: torch.Tensor, operator: ObservationOperator,
                         inverse_std: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(shift, scale)``, each ``(n_state,)``, for the forecast ``ensemble``."""
+        if self.fixed_scale is not None:
+            return (torch.zeros_like(ensemble[0]),
+                    torch.full_like(ensemble[0], float(self.fixed_scale)))
         if self.blocks is None:
             shift, scale = ensemble.mean(dim=0), ensemble.std(dim=0)
         else:
@@ -129,6 +143,8 @@ class StandardizedAnalysis:
                                                tuple(self.blocks.shape)))
             shift, scale = _block_moments(ensemble, self.blocks.to(ensemble.device))
         scale = torch.where(scale > 0, scale, torch.full_like(scale, _NO_SPREAD_SCALE))
+        if self.cap is None:
+            return shift, scale
         limit = self.cap / operator.precision_diagonal(shift, inverse_std).sqrt().clamp(
             min=1e-30)
         if self.blocks is not None:
@@ -142,8 +158,11 @@ class StandardizedAnalysis:
         shift, scale = self.standardization(ensemble, operator, inverse_std)
         observed = operator
         offset: torch.Tensor | float = 0.0
-        if self.linearize:
-            observed, offset = operator.linearized(shift)
+        if self.linearize == "ensemble":
+            observed, offset = ensemble_linearization(operator, ensemble)
+        elif self.linearize:  # the tangent at the forecast mean
+            observed, offset = operator.linearized(
+                shift if self.fixed_scale is None else ensemble.mean(dim=0))
         z_operator, z_offset = observed.standardized(scale, shift)
         z = self.kernel.analysis((ensemble - shift) / scale, observations - offset - z_offset,
                                  z_operator, obs_std, generator)
@@ -240,3 +259,31 @@ def regress_unobserved(forecast: torch.Tensor, analysis: torch.Tensor,
     increments = analysis[:, :-n_regressed] - observed
     return torch.cat([analysis[:, :-n_regressed], forecast[:, -n_regressed:]
                       + increments @ gain], dim=1)
+
+
+def ensemble_linearization(operator: ObservationOperator, ensemble: torch.Tensor
+                           ) -> tuple[ObservationOperator, torch.Tensor]:
+    """The least-squares linear fit of ``operator`` over the ``ensemble`` ``(members,
+    n_state)``: ``H(x) ~ G x + offset`` with ``G = Y^T (A^T)^+`` from the anomalies ``A`` of
+    the members and ``Y`` of their observations (the linearisation an ensemble Kalman
+    filter uses implicitly), ``offset = mean H(x_j) - G mean x_j``. One operator pass.
+
+    Examples
+    --------
+    >>> import torch
+    >>> ensemble = torch.randn(50, 2, generator=torch.Generator().manual_seed(0),
+    ...                        dtype=torch.float64)
+    >>> fit, offset = ensemble_linearization(
+    ...     ObservationOperator.wrap(lambda x: 3.0 * x[..., :1] + 1.0), ensemble)
+    >>> (fit.matrix.round(decimals=6) + 0.0).tolist(), offset.round(decimals=6).tolist()
+    ([[3.0, 0.0]], [1.0])
+    """
+    operator = ObservationOperator.wrap(operator)
+    with torch.no_grad():
+        observed = operator(ensemble).to(torch.float64)
+    wide = ensemble.to(torch.float64)  # the fit in float64 whatever the model's dtype
+    mean, observed_mean = wide.mean(dim=0), observed.mean(dim=0)
+    gain = torch.linalg.pinv(wide - mean, rtol=1e-10) @ (observed - observed_mean)
+    matrix = gain.T.contiguous()
+    offset = observed_mean - matrix @ mean
+    return ObservationOperator(matrix=matrix.to(ensemble.dtype)), offset.to(ensemble.dtype)
