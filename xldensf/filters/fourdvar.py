@@ -251,7 +251,7 @@ def check_differentiable(advance: Advance, state: torch.Tensor, params: torch.Te
     >>> check_differentiable(lambda x, p, t0, d: x.detach().sin(), state, params, 0.0, 1.0)
     Traceback (most recent call last):
     ...
-    xldensf.errors.ConfigurationError: a differentiable model: expected advance() with an autograd graph, found an output without gradient (the model detaches or leaves torch)
+    xldensf.errors.ConfigurationError: a differentiable model: expected advance() with an autograd graph, found 'an output without gradient (the model detaches or leaves torch)'
     """
     x = state.detach().clone().requires_grad_(True)
     try:
