@@ -40,7 +40,7 @@ import torch
 
 from ..errors import ConfigurationError, DataError, check_positive_int, expected_found
 
-__all__ = ["FourDVarResult", "fourdvar", "background_sqrt", "check_differentiable",
+__all__ = ["FourDVarResult", "WindowProblem", "fourdvar", "background_sqrt", "check_differentiable",
            "window_cost", "OPTIMIZERS"]
 
 #: Minimisers of the window cost.
@@ -128,8 +128,16 @@ def background_sqrt(n_state: int, *, std: Any = None, covariance: torch.Tensor |
 
 
 @dataclass
-class _Window:
-    """One window's problem: the start, the observation times (offsets), data and operators."""
+class WindowProblem:
+    """One window's problem: the start time, the observation times as offsets from it, and
+    per observation time the values, the operator ``(m, n_state)`` and ``1 / obs_std``.
+
+    Examples
+    --------
+    >>> problem = WindowProblem(0.0, [1.0], [torch.ones(2)], [torch.eye(2)], [torch.ones(2)])
+    >>> problem.offsets
+    [1.0]
+    """
 
     start: float
     offsets: list[float]
@@ -139,7 +147,7 @@ class _Window:
 
 
 def _trajectory(advance: Advance, state: torch.Tensor, params: torch.Tensor,
-                window: _Window) -> list[torch.Tensor]:
+                window: WindowProblem) -> list[torch.Tensor]:
     """States ``(batch, n_state)`` at the window's observation times."""
     states, time = [], window.start
     for offset in window.offsets:
@@ -150,7 +158,7 @@ def _trajectory(advance: Advance, state: torch.Tensor, params: torch.Tensor,
     return states
 
 
-def _normalized_misfits(states: list[torch.Tensor], window: _Window) -> torch.Tensor:
+def _normalized_misfits(states: list[torch.Tensor], window: WindowProblem) -> torch.Tensor:
     """``R^{-1/2} (y - H x)`` of every observation time, concatenated ``(batch, m)``;
     missing (NaN) observations have weight 0."""
     parts = [torch.where(torch.isnan(y), 0.0, (y - x @ h.T) * w)
@@ -160,13 +168,13 @@ def _normalized_misfits(states: list[torch.Tensor], window: _Window) -> torch.Te
 
 def window_cost(advance: Advance, v: torch.Tensor, state_b: torch.Tensor,
                 params_b: torch.Tensor, root: torch.Tensor, param_std: torch.Tensor,
-                window: _Window) -> torch.Tensor:
+                window: WindowProblem) -> torch.Tensor:
     """The cost ``J(v)`` of one window (scalar, differentiable in ``v``).
 
     Examples
     --------
     >>> identity = lambda state, params, t0, duration: state
-    >>> win = _Window(0.0, [1.0], [torch.ones(2)], [torch.eye(2)], [torch.ones(2)])
+    >>> win = WindowProblem(0.0, [1.0], [torch.ones(2)], [torch.eye(2)], [torch.ones(2)])
     >>> float(window_cost(identity, torch.zeros(2), torch.zeros(2), torch.zeros(0),
     ...                   torch.eye(2), torch.zeros(0), win))
     1.0
@@ -180,7 +188,7 @@ def window_cost(advance: Advance, v: torch.Tensor, state_b: torch.Tensor,
 
 def _jacobian(advance: Advance, v: torch.Tensor, state_b: torch.Tensor, params_b: torch.Tensor,
               root: torch.Tensor, param_std: torch.Tensor,
-              window: _Window) -> tuple[torch.Tensor, torch.Tensor]:
+              window: WindowProblem) -> tuple[torch.Tensor, torch.Tensor]:
     """The misfits ``d (m,)`` at ``v`` and their Jacobian ``G = -dd/dv (m, n_control)``.
 
     One reverse pass: the model runs on a batch of ``m`` copies of the start state, copy
@@ -203,23 +211,23 @@ def _jacobian(advance: Advance, v: torch.Tensor, state_b: torch.Tensor, params_b
 
 
 def _gauss_newton(advance: Advance, state_b: torch.Tensor, params_b: torch.Tensor,
-                  root: torch.Tensor, param_std: torch.Tensor, window: _Window,
+                  root: torch.Tensor, param_std: torch.Tensor, window: WindowProblem,
                   max_iter: int, tol: float) -> tuple[torch.Tensor, int]:
     """Gauss-Newton on ``J``: ``(I + G^T G) dv = G^T d - v`` until ``|dv|^2 < tol * n``."""
     v = root.new_zeros(root.shape[1] + len(params_b))
     eye = torch.eye(len(v), dtype=v.dtype, device=v.device)
-    iteration = 0
-    for iteration in range(1, max_iter + 1):
+    iterations = 0
+    while iterations < max_iter:
         misfit, jac = _jacobian(advance, v, state_b, params_b, root, param_std, window)
         step = torch.linalg.solve(eye + jac.T @ jac, jac.T @ misfit - v)
-        v = v + step
+        v, iterations = v + step, iterations + 1
         if float(step @ step) < tol * len(v):
             break
-    return v, iteration
+    return v, iterations
 
 
 def _lbfgs(advance: Advance, state_b: torch.Tensor, params_b: torch.Tensor, root: torch.Tensor,
-           param_std: torch.Tensor, window: _Window, max_iter: int,
+           param_std: torch.Tensor, window: WindowProblem, max_iter: int,
            tol: float) -> tuple[torch.Tensor, int]:
     """L-BFGS (strong Wolfe) on ``J`` with the gradient by reverse mode."""
     v = root.new_zeros(root.shape[1] + len(params_b)).requires_grad_(True)
@@ -251,7 +259,7 @@ def check_differentiable(advance: Advance, state: torch.Tensor, params: torch.Te
     >>> check_differentiable(lambda x, p, t0, d: x.detach().sin(), state, params, 0.0, 1.0)
     Traceback (most recent call last):
     ...
-    xldensf.errors.ConfigurationError: a differentiable model: expected advance() with an autograd graph, found 'an output without gradient (the model detaches or leaves torch)'
+    xldensf.errors.ConfigurationError: a differentiable model: expected advance() with an ...
     """
     x = state.detach().clone().requires_grad_(True)
     try:
@@ -420,7 +428,7 @@ def fourdvar(
                                   start - control_time)[0]
             control_time = start
         obs = range(first, end)
-        problem = _Window(start, [float(times_t[k]) - start for k in obs],
+        problem = WindowProblem(start, [float(times_t[k]) - start for k in obs],
                           [values[k] for k in obs], [ops[k] for k in obs],
                           [inv_std[k] for k in obs])
         v, n_iter = minimise(advance, state_b, params_b, root, param_std, problem,
