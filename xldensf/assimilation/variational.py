@@ -147,6 +147,7 @@ def assimilate_4dvar(
     optimizer: str = "auto",
     max_iter: int = 10,
     tol: float = 1e-10,
+    reuse_observations: bool = False,
     check_gradient: bool = True,
 ) -> xr.Dataset:
     """Strong-constraint 4D-Var of station observations with a full-order simulator.
@@ -190,8 +191,8 @@ def assimilate_4dvar(
         default the standard deviation of the case's uniform prior.
     background_time
         Time of the background (model time units); default the first observation time.
-    optimizer, max_iter, tol, check_gradient
-        Minimiser settings (see :func:`xldensf.filters.fourdvar.fourdvar`).
+    optimizer, max_iter, tol, reuse_observations, check_gradient
+        Minimiser and window settings (see :func:`xldensf.filters.fourdvar.fourdvar`).
 
     Returns
     -------
@@ -213,7 +214,8 @@ def assimilate_4dvar(
                 "background_covariance": None if background_covariance is None else "given",
                 "ensemble_weight": ensemble_weight, "estimate_parameters": estimate_parameters,
                 "parameter_std": parameter_std, "background_time": background_time,
-                "optimizer": optimizer, "max_iter": max_iter, "tol": tol}
+                "optimizer": optimizer, "max_iter": max_iter, "tol": tol,
+                "reuse_observations": reuse_observations}
     seed = resolve_seed(seed)
     generator = torch.Generator().manual_seed(int(seed))
     geometry = GridGeometry.from_simulator(model)
@@ -256,7 +258,8 @@ def assimilate_4dvar(
         background_sqrt=root, parameter_std=_parameter_std(model, parameter_std,
                                                            estimate_parameters),
         window=window, shift=shift, optimizer=optimizer, max_iter=max_iter, tol=tol,
-        check_gradient=check_gradient, progress=wrapper)
+        reuse_observations=reuse_observations, check_gradient=check_gradient,
+        progress=wrapper)
     wall = time.perf_counter() - start
     attrs = {
         "title": "xldensf 4dvar analysis",

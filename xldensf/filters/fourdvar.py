@@ -12,8 +12,9 @@ strong-Wolfe line search (the gradient by reverse mode). No adjoint is
 written by hand: ``advance`` must be differentiable, which :func:`check_differentiable`
 verifies against a finite difference before the first window.
 
-Windows hold ``window`` observation times and slide by ``shift`` of them; each window
-reports the analysis (the forecast of its optimal start state) at its newest ``shift``
+Windows span ``window`` observation times and slide by ``shift`` of them; each window
+fits its newest ``shift`` observations (or all of its observations, ``reuse_observations``)
+and reports the analysis (the forecast of its optimal start state) at its newest ``shift``
 observation times, so every observation time has one. The background of the next window
 is the previous window's optimal start state propagated to the new start (the cycling of
 DAPPER's ``Var4D``, Bocquet & Sakov 2013).
@@ -322,6 +323,7 @@ def fourdvar(
     optimizer: str = "auto",
     max_iter: int = 10,
     tol: float = 1e-10,
+    reuse_observations: bool = False,
     check_gradient: bool = True,
     progress: Callable[[Any], Any] | None = None,
 ) -> FourDVarResult:
@@ -360,6 +362,12 @@ def fourdvar(
     tol
         Gauss-Newton stops when ``|dv|^2 < tol * n_control``; L-BFGS when the gradient's
         largest component is below ``tol``.
+    reuse_observations
+        Fit every observation time of the window (``True``), so that overlapping windows
+        assimilate an observation up to ``window / shift`` times; default only the newest
+        ``shift`` of them, whose predecessors enter through the background (each
+        observation assimilated once, as DAPPER's ``Var4D``). The two agree when
+        ``shift == window``.
     check_gradient
         Check ``advance`` against a finite difference first (:func:`check_differentiable`).
     progress
@@ -427,7 +435,8 @@ def fourdvar(
                 state_b = advance(state_b[None], params_b[None], control_time,
                                   start - control_time)[0]
             control_time = start
-        obs = range(first, end)
+        report = range(max(first, end - shift), end)
+        obs = range(first, end) if reuse_observations else report
         problem = WindowProblem(start, [float(times_t[k]) - start for k in obs],
                           [values[k] for k in obs], [ops[k] for k in obs],
                           [inv_std[k] for k in obs])
@@ -438,9 +447,8 @@ def fourdvar(
             state_b = state_b + root @ v[:root.shape[1]]
             params_b = params_b + param_std * v[root.shape[1]:]
             states = _trajectory(advance, state_b[None], params_b[None], problem)
-        report = range(max(first, end - shift), end)
         for k in report:
-            analysis[k] = states[k - first][0]
+            analysis[k] = states[k - obs.start][0]
             parameters[k] = params_b
             costs[k], iterations[k] = cost, n_iter
         windows.append((first, end))
