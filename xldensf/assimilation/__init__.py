@@ -132,6 +132,7 @@ def assimilate(
     method
         ``"enkf"``, ``"etkf"``, ``"letkf"`` (default) or ``"ensf"`` with a simulator;
         ``"ld-ensf"`` (default), ``"etkf"`` or ``"enkf"`` with a LatentModel.
+        ``"4dvar"`` (simulator): :func:`~xldensf.assimilation.variational.assimilate_4dvar`.
     members
         Ensemble size (>= 2); ``None``: the adapter's default (20 for a simulator,
         :data:`~xldensf.assimilation.latent.DEFAULT_LATENT_MEMBERS` for a LatentModel).

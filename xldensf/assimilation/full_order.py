@@ -35,7 +35,7 @@ from ..conventions import (
     quantity_magnitude,
     variable_attrs,
 )
-from ..errors import DataError, UnknownNameError, expected_found
+from ..errors import ConfigurationError, DataError, UnknownNameError, expected_found
 from ..filters import FILTERS, cycle, get_filter
 from ..filters.wrappers import SplitGlobalAnalysis, StandardizedAnalysis
 from ..geometry import GridGeometry, InterpolationOperator
@@ -43,11 +43,12 @@ from ..options import resolve_seed
 from ..simulators.base import Simulator
 from .output import EnsembleFields, analysis_dataset
 from .setup import ObservationProblem, check_members, observation_problem
+from .variational import VARIATIONAL_METHODS, assimilate_4dvar
 
 __all__ = ["assimilate_full_order", "FULL_ORDER_METHODS"]
 
 #: Methods available with a full-order simulator as the forecast model.
-FULL_ORDER_METHODS = tuple(sorted(FILTERS))
+FULL_ORDER_METHODS = tuple(sorted((*FILTERS, *VARIATIONAL_METHODS)))
 
 
 def _prior_ensemble(model: Simulator, prior: xr.Dataset | None, members: int,
@@ -154,7 +155,8 @@ def assimilate_full_order(
         A full-order simulator (``xl.simulator(case, ...)``).
     method
         Filter name: ``"enkf"``, ``"etkf"``, ``"letkf"`` or ``"ensf"`` (default
-        ``"letkf"`` for full-order models).
+        ``"letkf"`` for full-order models), or ``"4dvar"``
+        (:func:`~xldensf.assimilation.variational.assimilate_4dvar` and its settings).
     members
         Ensemble size (>= 2).
     prior
@@ -195,6 +197,12 @@ def assimilate_full_order(
     """
     members = check_members(members)
     method = "letkf" if method is None else method
+    if method in VARIATIONAL_METHODS:
+        if return_forecasts:
+            raise ConfigurationError(expected_found("return_forecasts with 4dvar", False, True))
+        return assimilate_4dvar(observations, model, method=method, members=members,
+                                prior=prior, obs_error=obs_error, seed=seed, progress=progress,
+                                **settings)
     if method not in FILTERS:
         raise UnknownNameError(expected_found("method", FULL_ORDER_METHODS, method))
     seed = resolve_seed(seed)
