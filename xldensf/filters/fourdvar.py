@@ -2,7 +2,7 @@
 
 Over each window the control vector ``v = [v_x, v_p]`` sets the state at the window's start
 and the parameters, ``x0 = xb + L v_x`` and ``p = pb + sigma_p * v_p`` (the control-variable
-transform, ``B = L L^T``), and the cost
+transform, ``B = L L^T``), and the cost ::
 
     J(v) = 1/2 |v|^2 + 1/2 sum_k |R_k^{-1/2} (y_k - H_k M_{0->k}(x0, p))|^2
 
