@@ -42,7 +42,7 @@ from ..geometry import GridGeometry, InterpolationOperator
 from ..options import resolve_seed
 from ..simulators.base import Simulator
 from .output import EnsembleFields, analysis_dataset
-from .setup import ObservationProblem, check_members, observation_problem
+from .setup import ObservationProblem, check_members, observation_problem, prior_fields
 from .variational import VARIATIONAL_METHODS, assimilate_4dvar
 
 __all__ = ["assimilate_full_order", "FULL_ORDER_METHODS"]
@@ -58,21 +58,7 @@ def _prior_ensemble(model: Simulator, prior: xr.Dataset | None, members: int,
     if prior is None:
         parameters = model.draw_parameters(members, generator)
         return model.initial_state(parameters, generator), parameters
-    if not isinstance(prior, xr.Dataset):
-        raise DataError(expected_found("prior", "an xarray Dataset", type(prior).__name__))
-    missing = [name for name in model.variables if name not in prior.data_vars]
-    if missing:
-        raise DataError(expected_found("prior variables", list(model.variables),
-                                       sorted(prior.data_vars)))
-    fields = []
-    for name in model.variables:
-        variable = prior[name]
-        units = variable.attrs.get("units", variable_attrs(model.case, name)["units"])
-        dims = ((MEMBER_DIM,) if MEMBER_DIM in variable.dims else ()) + model.grid_dims
-        values = convert_values(variable.transpose(*dims).values.astype(np.float64), units,
-                                variable_attrs(model.case, name)["units"], f"units of {name}")
-        fields.append(values)
-    stacked = model.tensor(np.stack(fields, axis=-1 - len(model.grid_dims)))
+    stacked = prior_fields(model, prior)
     if MEMBER_DIM in prior.dims:
         if prior.sizes[MEMBER_DIM] != members:
             raise DataError(expected_found("prior members", members, prior.sizes[MEMBER_DIM]))

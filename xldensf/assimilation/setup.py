@@ -27,6 +27,7 @@ import torch
 import xarray as xr
 
 from ..conventions import (
+    MEMBER_DIM,
     convert_differences,
     convert_values,
     dequantify,
@@ -289,3 +290,32 @@ def check_members(members: Any) -> int:
     if isinstance(members, bool) or not isinstance(members, (int, np.integer)) or members < 2:
         raise ConfigurationError(expected_found("members", "an integer >= 2", members))
     return int(members)
+
+
+def prior_fields(model: Any, prior: xr.Dataset) -> torch.Tensor:
+    """The fields of a prior Dataset in the model's units: ``(members, n_vars, *grid)`` if
+    it has a ``member`` dim, else one state ``(n_vars, *grid)``.
+
+    Examples
+    --------
+    >>> import xldensf as xl
+    >>> model = xl.simulator("lorenz96", preset="small")
+    >>> state = xl.simulate("lorenz96", runs=1, seed=0, preset="small").isel(run=0, time=0)
+    >>> tuple(prior_fields(model, state).shape)
+    (1, 40)
+    """
+    if not isinstance(prior, xr.Dataset):
+        raise DataError(expected_found("prior", "an xarray Dataset", type(prior).__name__))
+    missing = [name for name in model.variables if name not in prior.data_vars]
+    if missing:
+        raise DataError(expected_found("prior variables", list(model.variables),
+                                       sorted(prior.data_vars)))
+    fields = []
+    for name in model.variables:
+        variable = prior[name]
+        model_units = variable_attrs(model.case, name)["units"]
+        dims = ((MEMBER_DIM,) if MEMBER_DIM in variable.dims else ()) + model.grid_dims
+        fields.append(convert_values(variable.transpose(*dims).values.astype(np.float64),
+                                     variable.attrs.get("units", model_units), model_units,
+                                     f"units of {name}"))
+    return model.tensor(np.stack(fields, axis=-1 - len(model.grid_dims)))

@@ -31,14 +31,14 @@ import xarray as xr
 from tqdm.auto import tqdm
 
 from .._version import __version__
-from ..conventions import MEMBER_DIM, convert_values, variable_attrs
-from ..errors import ConfigurationError, DataError, expected_found
+from ..conventions import MEMBER_DIM, variable_attrs
+from ..errors import ConfigurationError, expected_found
 from ..filters.fourdvar import background_sqrt, fourdvar
 from ..geometry import GridGeometry, InterpolationOperator
 from ..options import progress_enabled, resolve_seed
 from ..simulators.base import Simulator
 from .output import EnsembleFields, analysis_dataset
-from .setup import observation_problem
+from .setup import observation_problem, prior_fields
 
 __all__ = ["assimilate_4dvar", "VARIATIONAL_METHODS"]
 
@@ -55,21 +55,7 @@ def _prior_states(model: Simulator, prior: xr.Dataset | None, members: int,
         states = model.initial_state(model.draw_parameters(members, generator), generator)
         flat = states.reshape(members, -1)
         return flat[0], flat
-    if not isinstance(prior, xr.Dataset):
-        raise DataError(expected_found("prior", "an xarray Dataset", type(prior).__name__))
-    missing = [name for name in model.variables if name not in prior.data_vars]
-    if missing:
-        raise DataError(expected_found("prior variables", list(model.variables),
-                                       sorted(prior.data_vars)))
-    fields = []
-    for name in model.variables:
-        variable = prior[name]
-        model_units = variable_attrs(model.case, name)["units"]
-        dims = ((MEMBER_DIM,) if MEMBER_DIM in variable.dims else ()) + model.grid_dims
-        fields.append(convert_values(variable.transpose(*dims).values.astype(np.float64),
-                                     variable.attrs.get("units", model_units), model_units,
-                                     f"units of {name}"))
-    stacked = model.tensor(np.stack(fields, axis=-1 - len(model.grid_dims)))
+    stacked = prior_fields(model, prior)
     if MEMBER_DIM in prior.dims:
         flat = stacked.reshape(prior.sizes[MEMBER_DIM], -1)
         return flat.mean(0), flat
