@@ -69,8 +69,7 @@ import torch
 
 import xldensf as xl
 import xldensf.assimilation.latent as latent_driver
-from xldensf.assimilation.likelihoods import decoder_operators, latent_geometry
-from xldensf.assimilation.setup import observation_problem
+from xldensf.assimilation.likelihoods import decoder_operators, latent_observation_problem
 from xldensf.experiments import shipped_model_path
 from xldensf.filters import EnSF
 from xldensf.metrics import crps_ensemble_kernel
@@ -165,12 +164,7 @@ def likelihood_problem(model: Any, observations: Any) -> tuple[list[Any], torch.
                                                               torch.Tensor]:
     """The filter's decoder operators, observation values and error stds (one per frame)."""
     meta = model.metadata
-    geometry = latent_geometry(model)
-    problem = observation_problem(
-        observations, model, obs_error=None, variables=meta.variables,
-        variable_units={n: meta.variable_attrs.get(n, {}).get("units", "1")
-                        for n in meta.variables},
-        geometry=geometry, time_units=meta.time_attrs.get("units", "1"))
+    problem, geometry = latent_observation_problem(observations, model)
     indices = [meta.variables.index(name) for name in problem.variables]
     operators, values = decoder_operators(model, problem, geometry, indices)
     return operators, values.to(model.dtype), problem.obs_std.to(model.dtype)

@@ -73,11 +73,11 @@ from .likelihoods import (
     decoder_operators,
     default_likelihood,
     encoder_observations,
-    latent_geometry,
+    latent_observation_problem,
     latent_observation_std,
     match_encoder_stations,
 )
-from .setup import check_members, observation_problem
+from .setup import check_members
 
 __all__ = [
     "assimilate_latent",
@@ -358,12 +358,7 @@ def assimilate_latent(
     seed = resolve_seed(seed)
     generator = torch.Generator().manual_seed(int(seed))
     meta = model.metadata
-    geometry = latent_geometry(model)
-    problem = observation_problem(
-        observations, model, obs_error=obs_error, variables=meta.variables,
-        variable_units={name: meta.variable_attrs.get(name, {}).get("units", "1")
-                        for name in meta.variables},
-        geometry=geometry, time_units=meta.time_attrs.get("units", "1"))
+    problem, geometry = latent_observation_problem(observations, model, obs_error)
     likelihood = likelihood or default_likelihood(model, problem, geometry,
                                                   explicit_linearize)
     if linearize not in (True, False, "tangent", "ensemble"):

@@ -36,6 +36,7 @@ from ..errors import ConfigurationError, DataError, XLDEnSFError, expected_found
 from ..filters.base import ObservationOperator
 from ..geometry import GridGeometry, periodic_declaration
 from ..surrogate import LatentModel
+from .setup import observation_problem
 
 __all__ = [
     "DecoderOperator",
@@ -44,6 +45,7 @@ __all__ = [
     "encoder_layout",
     "encoder_observations",
     "latent_geometry",
+    "latent_observation_problem",
     "latent_observation_std",
     "match_encoder_stations",
     "check_obs_std",
@@ -89,6 +91,34 @@ def latent_geometry(model: LatentModel) -> GridGeometry:
         {name: np.asarray(meta.grid_values[name], dtype=np.float64)
          for name in meta.coordinate_names},
         meta.coordinate_attrs, periodic=periodic_declaration(meta.attrs))
+
+
+def latent_observation_problem(observations: xr.Dataset, model: LatentModel,
+                               obs_error: Any = None) -> tuple[Any, GridGeometry]:
+    """The observations read in the surrogate's variables, units, grid and time units, and
+    that grid's geometry.
+
+    Examples
+    --------
+    >>> import xldensf as xl
+    >>> from xldensf.experiments import shipped_model_path
+    >>> model = xl.load_model(shipped_model_path("tsunami", "small"))
+    >>> centre = {name: [sum(bounds) / 2] for name, bounds in
+    ...           zip(model.metadata.parameters, model.metadata.parameter_ranges)}
+    >>> truth = model.forecast(centre).isel(run=0)
+    >>> problem, geometry = latent_observation_problem(
+    ...     truth.ldensf.observe(stations=4, noise=0.1, seed=0), model)
+    >>> problem.n_stations, geometry.shape
+    (4, (64, 64))
+    """
+    meta = model.metadata
+    geometry = latent_geometry(model)
+    problem = observation_problem(
+        observations, model, obs_error=obs_error, variables=meta.variables,
+        variable_units={name: meta.variable_attrs.get(name, {}).get("units", "1")
+                        for name in meta.variables},
+        geometry=geometry, time_units=meta.time_attrs.get("units", "1"))
+    return problem, geometry
 
 
 def encoder_layout(model: LatentModel) -> xr.Dataset:
