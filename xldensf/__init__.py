@@ -25,6 +25,7 @@ from . import (
     relief,
 )
 from ._version import __version__
+from .assimilation.user_model import ForecastModel, forecast_model, run_model
 from .errors import (
     ConfigurationError,
     DataError,
@@ -56,4 +57,7 @@ __all__ = [
     "simulator",
     "LatentModel",
     "load_model",
+    "ForecastModel",
+    "forecast_model",
+    "run_model",
 ]

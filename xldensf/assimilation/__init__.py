@@ -9,7 +9,10 @@ model's type, and returns the analysis ensemble as a Dataset in the observations
   on the augmented state ``[fields, parameters]``;
 - a trained :class:`~xldensf.surrogate.LatentModel`: :func:`assimilate_latent`, LD-EnSF in
   the surrogate's latent space, with the likelihoods of
-  :mod:`~xldensf.assimilation.likelihoods`.
+  :mod:`~xldensf.assimilation.likelihoods`;
+- a user's :class:`~xldensf.assimilation.user_model.ForecastModel` (a template Dataset and
+  an ``advance`` method, e.g. made by :func:`forecast_model`): the full-order filters of
+  :func:`assimilate_full_order`.
 
 :func:`register_adapter` adds one for another model type.
 
@@ -52,6 +55,7 @@ from .likelihoods import (
 )
 from .output import EnsembleFields, analysis_dataset
 from .setup import ObservationProblem, observation_problem
+from .user_model import ForecastModel, forecast_model, run_model
 
 __all__ = [
     "assimilate",
@@ -59,6 +63,9 @@ __all__ = [
     "ADAPTERS",
     "assimilate_full_order",
     "assimilate_latent",
+    "ForecastModel",
+    "forecast_model",
+    "run_model",
     "observation_problem",
     "ObservationProblem",
     "analysis_dataset",
@@ -82,6 +89,7 @@ Adapter = Callable[..., xr.Dataset]
 ADAPTERS: list[tuple[type, Adapter]] = [
     (LatentModel, assimilate_latent),
     (Simulator, assimilate_full_order),
+    (ForecastModel, assimilate_full_order),
 ]
 
 
@@ -122,7 +130,8 @@ def assimilate(
         CF timeSeries Dataset, dims ``(time, station)`` (see
         :func:`xldensf.observations.observe`); NaN values are skipped.
     model
-        A full-order simulator (``xl.simulator(case, ...)``; see
+        A full-order simulator (``xl.simulator(case, ...)``) or a user's
+        :class:`~xldensf.assimilation.user_model.ForecastModel` (see
         :func:`assimilate_full_order` for its settings: ``prior``, ``prior_spread``,
         ``obs_error``, ``return_forecasts``, filter settings such as ``inflation`` and
         ``localization``), or a trained :class:`~xldensf.surrogate.LatentModel` for LD-EnSF
@@ -169,5 +178,6 @@ def assimilate(
             return adapter(observations, model, seed=seed,
                            progress=progress, **settings)
     raise ConfigurationError(expected_found(
-        "model", "a full-order simulator (xl.simulator(...)) or a LatentModel",
+        "model", "a full-order simulator (xl.simulator(...)), a LatentModel or a "
+        "ForecastModel (a template Dataset and an advance method: xl.forecast_model)",
         type(model).__name__))

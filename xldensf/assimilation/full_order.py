@@ -43,22 +43,47 @@ from ..options import resolve_seed
 from ..simulators.base import Simulator
 from .output import EnsembleFields, analysis_dataset
 from .setup import ObservationProblem, check_members, observation_problem, prior_fields
+from .user_model import ForecastModel, ForecastModelAdapter
 from .variational import VARIATIONAL_METHODS, assimilate_4dvar
 
-__all__ = ["assimilate_full_order", "FULL_ORDER_METHODS"]
+__all__ = ["assimilate_full_order", "FULL_ORDER_METHODS", "field_attrs"]
 
 #: Methods available with a full-order simulator as the forecast model.
 FULL_ORDER_METHODS = tuple(sorted((*FILTERS, *VARIATIONAL_METHODS)))
 
 
-def _prior_ensemble(model: Simulator, prior: xr.Dataset | None, members: int,
+#: A model of either kind that the full-order filters advance.
+FullOrderModel = Simulator | ForecastModelAdapter
+
+
+def field_attrs(model: FullOrderModel) -> dict[str, dict[str, Any]]:
+    """CF attributes of each variable of ``model`` (the case's table, or the template's).
+
+    Examples
+    --------
+    >>> import xldensf as xl
+    >>> field_attrs(xl.simulator("lorenz96", preset="small"))["x"]["units"]
+    '1'
+    """
+    if isinstance(model, ForecastModelAdapter):
+        return model.field_attrs
+    return {name: variable_attrs(model.case, name) for name in model.variables}
+
+
+def _prior_ensemble(model: FullOrderModel, prior: xr.Dataset | None, members: int,
                     generator: torch.Generator, prior_spread: float) -> tuple[torch.Tensor,
                                                                              torch.Tensor]:
     """Initial fields ``(members, n_vars, *grid)`` and parameters ``(members, n_params)``."""
+    if prior is None and isinstance(model, ForecastModelAdapter):
+        drawn = model.draw_prior(members, generator)
+        if isinstance(drawn, torch.Tensor):
+            return drawn, model.draw_parameters(members, generator)
+        prior = drawn
     if prior is None:
         parameters = model.draw_parameters(members, generator)
         return model.initial_state(parameters, generator), parameters
-    stacked = prior_fields(model, prior)
+    units = {name: attrs["units"] for name, attrs in field_attrs(model).items()}
+    stacked = prior_fields(model, prior, variable_units=units)
     if MEMBER_DIM in prior.dims:
         if prior.sizes[MEMBER_DIM] != members:
             raise DataError(expected_found("prior members", members, prior.sizes[MEMBER_DIM]))
@@ -118,7 +143,7 @@ def _localization_settings(geometry: GridGeometry, settings: dict[str, Any]) -> 
 
 def assimilate_full_order(
     observations: xr.Dataset,
-    model: Simulator,
+    model: Simulator | ForecastModel,
     *,
     method: str | None = None,
     members: int = 20,
@@ -138,7 +163,8 @@ def assimilate_full_order(
         CF timeSeries Dataset, dims ``(time, station)`` (see
         :func:`xldensf.observations.observe`); NaN values are skipped.
     model
-        A full-order simulator (``xl.simulator(case, ...)``).
+        A full-order simulator (``xl.simulator(case, ...)``) or a user's
+        :class:`~xldensf.assimilation.user_model.ForecastModel` (filters only, no 4dvar).
     method
         Filter name: ``"enkf"``, ``"etkf"``, ``"letkf"`` or ``"ensf"`` (default
         ``"letkf"`` for full-order models), or ``"4dvar"``
@@ -149,7 +175,7 @@ def assimilate_full_order(
         Initial ensemble: a Dataset with a ``member`` dim, or one state (members are drawn
         around it with ``prior_spread``). Parameters are read from coordinates of the
         same names if present, else drawn from the case's prior. Default: states and
-        parameters drawn from the case's prior.
+        parameters drawn from the case's prior (a user model's ``prior(members, seed)``).
     prior_spread
         Relative spread (fraction of each variable's spatial standard deviation) used when
         ``prior`` is a single state.
@@ -185,6 +211,12 @@ def assimilate_full_order(
     # sequential steps (check, read, build the kernel, cycle, write) kept in one place.
     members = check_members(members)
     method = "letkf" if method is None else method
+    user = not isinstance(model, Simulator)
+    if user:
+        if method in VARIATIONAL_METHODS:
+            raise ConfigurationError(expected_found("method with a user forecast model",
+                                                    sorted(FILTERS), method))
+        model = ForecastModelAdapter(model)
     if method in VARIATIONAL_METHODS:
         if return_forecasts:
             raise ConfigurationError(expected_found("return_forecasts with 4dvar", False, True))
@@ -195,8 +227,11 @@ def assimilate_full_order(
         raise UnknownNameError(expected_found("method", FULL_ORDER_METHODS, method))
     seed = resolve_seed(seed)
     generator = torch.Generator().manual_seed(int(seed))
-    geometry = GridGeometry.from_simulator(model)
-    problem = observation_problem(observations, model, obs_error=obs_error, geometry=geometry)
+    geometry = model.geometry if user else GridGeometry.from_simulator(model)
+    attrs_by_name = field_attrs(model)
+    problem = observation_problem(
+        observations, model, obs_error=obs_error, geometry=geometry,
+        variable_units={name: attrs["units"] for name, attrs in attrs_by_name.items()})
     recorded_settings = dict(settings)
     fields, parameters = _prior_ensemble(model, prior, members, generator, prior_spread)
 
@@ -235,7 +270,7 @@ def assimilate_full_order(
         "xldensf_seed": int(seed),
         "xldensf_version": __version__,
         "xldensf_case": model.case,
-        "xldensf_forecast_model": type(model).__name__,
+        "xldensf_forecast_model": type(model.model if user else model).__name__,
         "xldensf_observed": " ".join(problem.variables),
     }
     ensembles = {"": result.analysis}
@@ -244,7 +279,7 @@ def assimilate_full_order(
     return _write(model, problem, ensembles, n_fields, attrs)
 
 
-def _station_operators(model: Simulator, geometry: GridGeometry, problem: ObservationProblem,
+def _station_operators(model: FullOrderModel, geometry: GridGeometry, problem: ObservationProblem,
                        variable_indices: list[int], n_state: int) -> Any:
     """The sparse observation matrix of the stations (one per cycle if they move)."""
     def operator_for(positions: np.ndarray) -> torch.Tensor:
@@ -294,7 +329,7 @@ def _kernel(method: str, settings: dict[str, Any], n_vars: int, n_grid: int,
     return kernel
 
 
-def _write(model: Simulator, problem: ObservationProblem, ensembles: dict[str, torch.Tensor],
+def _write(model: FullOrderModel, problem: ObservationProblem, ensembles: dict[str, torch.Tensor],
            n_fields: int, attrs: dict[str, Any]) -> xr.Dataset:
     """The analysis Dataset of ensembles ``(n_cycles, members, n_fields + n_params)``."""
     space_coords = {coord.name: (coord.name, coord.values, coord.attrs)
@@ -304,7 +339,7 @@ def _write(model: Simulator, problem: ObservationProblem, ensembles: dict[str, t
         array = ensemble.detach().cpu().numpy()
         fields = array[..., :n_fields].reshape(*array.shape[:2], *model.state_shape)
         written[suffix] = EnsembleFields(
-            fields={name: (fields[:, :, i], variable_attrs(model.case, name))
+            fields={name: (fields[:, :, i], field_attrs(model)[name])
                     for i, name in enumerate(model.variables)},
             parameters={spec.name: (array[..., n_fields + j],
                                     {"units": spec.units, "long_name": spec.long_name})

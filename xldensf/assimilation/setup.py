@@ -292,9 +292,10 @@ def check_members(members: Any) -> int:
     return int(members)
 
 
-def prior_fields(model: Any, prior: xr.Dataset) -> torch.Tensor:
-    """The fields of a prior Dataset in the model's units: ``(members, n_vars, *grid)`` if
-    it has a ``member`` dim, else one state ``(n_vars, *grid)``.
+def prior_fields(model: Any, prior: xr.Dataset,
+                 variable_units: Mapping[str, str] | None = None) -> torch.Tensor:
+    """The fields of a prior Dataset in the model's units (``variable_units``, default the
+    case's): ``(members, n_vars, *grid)`` with a ``member`` dim, else ``(n_vars, *grid)``.
 
     Examples
     --------
@@ -313,7 +314,8 @@ def prior_fields(model: Any, prior: xr.Dataset) -> torch.Tensor:
     fields = []
     for name in model.variables:
         variable = prior[name]
-        model_units = variable_attrs(model.case, name)["units"]
+        model_units = variable_units[name] if variable_units is not None \
+            else variable_attrs(model.case, name)["units"]
         dims = ((MEMBER_DIM,) if MEMBER_DIM in variable.dims else ()) + model.grid_dims
         fields.append(convert_values(variable.transpose(*dims).values.astype(np.float64),
                                      variable.attrs.get("units", model_units), model_units,
