@@ -94,7 +94,7 @@ def _prior_ensemble(model: FullOrderModel, prior: xr.Dataset | None, members: in
                             dtype=torch.float64).to(stacked)
         state = stacked[None] + prior_spread * spread * noise
     names = model.parameter_names
-    if all(name in prior.coords or name in prior.data_vars for name in names):
+    if names and all(name in prior.coords or name in prior.data_vars for name in names):
         columns = [np.broadcast_to(np.asarray(prior[name].values, dtype=np.float64), (members,))
                    for name in names]
         parameters = model.check_parameters(torch.as_tensor(np.stack(columns, axis=-1)))
