@@ -38,9 +38,9 @@ from ..conventions import (
 from ..errors import (
     ConfigurationError,
     DataError,
-    ParameterError,
     UnitsError,
     check_name,
+    check_positive_int,
     expected_found,
 )
 from ..geometry.stations import regular_indices
@@ -51,9 +51,16 @@ from .metadata import SurrogateMetadata
 from .model import LatentModel
 from .training import fit_tensors
 
-__all__ = ["fit", "training_times", "PRESETS"]
+__all__ = ["fit", "training_times", "initial_state_coordinates", "PRESETS",
+           "INITIAL_STATE_PREFIX", "DEFAULT_INITIAL_COMPONENTS"]
 
 PRESETS = ("small", "paper")
+
+#: Name prefix of the initial-state coordinates learned when ``fit(parameters=[])``.
+INITIAL_STATE_PREFIX = "initial_state_pc"
+
+#: Default number of initial-state coordinates (``fit(initial_components=...)``).
+DEFAULT_INITIAL_COMPONENTS = 4
 
 
 # ---------------------------------------------------------------------- helpers
@@ -182,7 +189,7 @@ def _station_indices(stations: Any, grid_dims: list[str], grid_values: list[np.n
 # ---------------------------------------------------------------------- fit
 def fit(
     dataset: xr.Dataset,
-    parameters: Sequence[str] | str,
+    parameters: Sequence[str] | str | None,
     variables: Sequence[str] | str | None = None,
     stations: Any = None,
     preset: str = "small",
@@ -191,6 +198,7 @@ def fit(
     checkpoint_dir: Any = None,
     *,
     encoder: EncoderConfig | Mapping[str, Any] | None = None,
+    initial_components: int = DEFAULT_INITIAL_COMPONENTS,
     progress: bool | None = None,
     callback: Any = None,
     **overrides: Any,
@@ -203,7 +211,11 @@ def fit(
         Dims ``(run, time, *grid)`` (1 to 3 grid dims); the learned parameters are numeric
         coordinates along ``run`` with a ``units`` attribute; the variables have ``units``.
     parameters
-        Names of the parameters to learn (and later estimate).
+        Names of the parameters to learn (and later estimate). ``[]`` or ``None``: the runs
+        differ only in their initial state; the model then learns the trajectory as a
+        function of ``initial_components`` coordinates of the initial state (see
+        :func:`initial_state_coordinates`), named ``initial_state_pc1`` ..., which
+        ``assimilate`` estimates with the latent state as it would parameters.
     variables
         Variables to learn (default: every data variable with ``run`` and ``time`` dims).
     stations
@@ -225,6 +237,9 @@ def fit(
         Directory for resumable training checkpoints.
     encoder
         Encoder settings: an :class:`EncoderConfig` or a mapping of overrides of the preset.
+    initial_components
+        Number of initial-state coordinates when there are no parameters (at most
+        ``runs - 1``).
     progress
         Progress bars; ``None`` follows :func:`xldensf.set_options`.
     callback
@@ -256,7 +271,12 @@ def fit(
     mesh = np.meshgrid(*grid_values, indexing="ij")
     coords = np.stack([axis.ravel() for axis in mesh], axis=-1)
     times, time_attrs = training_times(dataset[time_dim])
-    parameter_values, parameter_attrs = _parameter_table(dataset, parameter_names)
+    if parameter_names:
+        parameter_values, parameter_attrs = _parameter_table(dataset, parameter_names)
+    else:
+        parameter_values, parameter_attrs = initial_state_coordinates(fields,
+                                                                      initial_components)
+        parameter_names = list(parameter_attrs)
     station_indices = _station_indices(
         stations, grid_dims, grid_values,
         [coordinate_attrs[dim].get("units") for dim in grid_dims])
@@ -266,6 +286,8 @@ def fit(
                                       with_encoder=station_indices is not None)
     attrs = {key: value for key, value in _json_attrs(dataset.attrs).items()
              if key.startswith("xldensf_") or key in ("title", "source", "Conventions")}
+    if parameter_names[0].startswith(INITIAL_STATE_PREFIX) and not parameters:
+        attrs["xldensf_initial_state_coordinates"] = len(parameter_names)
     metadata = SurrogateMetadata(
         variables=tuple(variable_names),
         variable_attrs={name: _json_attrs(dataset[name].attrs) for name in variable_names},
@@ -285,7 +307,7 @@ def fit(
 
 
 # ---------------------------------------------------------------------- fit steps
-def _check_dataset(dataset: Any, parameters: Sequence[str] | str,
+def _check_dataset(dataset: Any, parameters: Sequence[str] | str | None,
                    preset: str) -> tuple[str, list[str]]:
     """The time dim and the parameter names, after checking the dataset's structure."""
     if not isinstance(dataset, xr.Dataset):
@@ -295,12 +317,10 @@ def _check_dataset(dataset: Any, parameters: Sequence[str] | str,
                                        sorted(map(str, dataset.dims))))
     check_name("preset", preset, PRESETS)
     time_dim = _time_dim(dataset)
-    parameter_names = [parameters] if isinstance(parameters, str) else list(parameters)
+    parameter_names = [parameters] if isinstance(parameters, str) \
+        else list(parameters or [])
     run_coordinates = sorted(str(name) for name, coord in dataset.coords.items()
                              if coord.dims == (RUN_DIM,) and name != RUN_DIM)
-    if not parameter_names:
-        raise ParameterError(expected_found("parameters", f"names among {run_coordinates}",
-                                            parameter_names))
     for name in parameter_names:
         if name not in run_coordinates:
             raise DataError(expected_found(f"parameter {name!r}",
@@ -347,6 +367,42 @@ def _parameter_table(dataset: xr.Dataset,
         _units_of(dataset[name], f"parameter {name!r}")
         parameter_attrs[name] = _json_attrs(dataset[name].attrs)
     return parameter_values, parameter_attrs
+
+
+def initial_state_coordinates(fields: np.ndarray, n_components: int
+                              ) -> tuple[np.ndarray, dict[str, Any]]:
+    """Coordinates of each run's initial state: its scores on the leading principal
+    components of the runs' first frames (each variable scaled by its spread over runs and
+    points), ``(run, k)`` with ``k = min(n_components, runs - 1)``, and their attributes.
+
+    They stand in for parameters when runs differ only in their initial state: the latent
+    dynamics learn the trajectory as a function of them, and LD-EnSF estimates them with
+    the latent state (their prior is their range over the training runs).
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> fields = rng.normal(size=(6, 3, 1, 10))          # (run, time, variable, point)
+    >>> values, attrs = initial_state_coordinates(fields, 4)
+    >>> values.shape, attrs["initial_state_pc1"]["units"]
+    ((6, 4), '1')
+    """
+    runs = fields.shape[0]
+    k = check_positive_int("initial_components", n_components)
+    k = min(k, runs - 1)
+    if k < 1:
+        raise DataError(expected_found("runs for initial-state coordinates", ">= 2", runs))
+    first = fields[:, 0]                                   # (run, variable, point)
+    anomalies = first - first.mean(axis=0)
+    spread = anomalies.reshape(runs, first.shape[1], -1).std(axis=(0, 2))
+    anomalies = anomalies / np.where(spread > 0, spread, 1.0)[None, :, None]
+    u, singular, _ = np.linalg.svd(anomalies.reshape(runs, -1), full_matrices=False)
+    scores = u[:, :k] * singular[:k] / np.sqrt(runs - 1)
+    attrs = {f"{INITIAL_STATE_PREFIX}{i + 1}": {
+        "units": "1", "long_name": f"coordinate {i + 1} of the initial state (principal "
+        "component of the training runs' first frames, unit variance over runs)"}
+        for i in range(k)}
+    return scores, attrs
 
 
 def _configs(dataset: xr.Dataset, preset: str, overrides: dict[str, Any],
