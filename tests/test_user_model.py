@@ -206,3 +206,45 @@ def test_bad_templates_and_methods_are_refused():
             method="etkf", prior=prior_ds, members=10)
     with pytest.raises(ConfigurationError, match="ForecastModel"):
         _observations(values).ldensf.assimilate(object(), prior=prior_ds, members=10)
+
+
+def test_fit_on_runs_that_differ_only_in_their_initial_state():
+    """Train on advected sine waves of random amplitude and phase (no parameters), then
+    LD-EnSF on a held-out run beats the training mean (the prior mean's stand-in)."""
+    from xldensf.surrogate import fit
+
+    n = 32
+    k = torch.fft.rfftfreq(n, d=1.0) * 2 * np.pi
+    x = xr.DataArray(np.arange(n, dtype=float), dims="x", attrs={"axis": "X", "units": "1"})
+    template = xr.Dataset({"u": ("x", np.zeros(n), {"units": "1"})}, coords={"x": x},
+                          attrs={"xldensf_periodic": "x"})
+    model = xl.forecast_model(
+        lambda u, t0, dt, p: torch.fft.irfft(torch.fft.rfft(u, dim=-1)
+                                             * torch.exp(-1j * k * dt), n=n, dim=-1),
+        template)
+    rng = np.random.default_rng(0)
+    runs = [xl.run_model(model, rng.uniform(0.5, 1.5) * np.sin(
+        2 * np.pi * np.arange(n) / n + rng.uniform(0, 2 * np.pi))[None], np.arange(11.0))
+        for _ in range(13)]
+    data = xr.concat(runs, dim="run")
+    train, held_out = data.isel(run=slice(0, 12)), data.isel(run=12)
+    surrogate = fit(train, parameters=[], seed=0, steps=120, finetune_steps=0,
+                    reconstruction_width=16, progress=False)
+    assert surrogate.metadata.parameters == tuple(f"initial_state_pc{i}" for i in range(1, 5))
+    assert surrogate.metadata.attrs["xldensf_initial_state_coordinates"] == 4
+    obs = held_out.ldensf.observe(stations=8, noise=0.05, seed=0)
+    analysis = obs.ldensf.assimilate(surrogate, members=20, seed=0, progress=False)
+    error = float(np.sqrt(((analysis["u"].mean("member") - held_out["u"]) ** 2).mean()))
+    prior_error = float(np.sqrt(((train["u"].mean("run") - held_out["u"]) ** 2).mean()))
+    assert error < 0.6 * prior_error
+
+
+def test_initial_state_coordinates_need_two_runs():
+    from xldensf.surrogate.fit import initial_state_coordinates
+
+    values, _ = initial_state_coordinates(np.random.default_rng(0).normal(size=(3, 2, 1, 5)), 4)
+    assert values.shape == (3, 2)
+    np.testing.assert_allclose(values.std(axis=0, ddof=1) ** 2 * 2,
+                               (values ** 2).sum(axis=0), rtol=1e-12)  # zero-mean scores
+    with pytest.raises(DataError, match="runs"):
+        initial_state_coordinates(np.zeros((1, 2, 1, 5)), 4)
