@@ -248,3 +248,15 @@ def test_initial_state_coordinates_need_two_runs():
                                (values ** 2).sum(axis=0), rtol=1e-12)  # zero-mean scores
     with pytest.raises(DataError, match="runs"):
         initial_state_coordinates(np.zeros((1, 2, 1, 5)), 4)
+
+
+def test_a_prior_on_another_grid_is_a_clear_error():
+    _, values, prior_ds = _problem(members=10)
+    shifted = prior_ds.assign_coords(x=("x", np.arange(N_GRID) + 0.5, {"units": "1"}))
+    with pytest.raises(DataError, match="prior coordinate 'x'"):
+        _observations(values).ldensf.assimilate(_linear_model(), method="etkf",
+                                                prior=shifted, members=10)
+    with pytest.raises(DataError, match="prior grid shape"):
+        _observations(values).ldensf.assimilate(_linear_model(), method="etkf",
+                                                prior=prior_ds.isel(x=slice(0, 6)),
+                                                members=10)

@@ -84,6 +84,7 @@ def _prior_ensemble(model: FullOrderModel, prior: xr.Dataset | None, members: in
         return model.initial_state(parameters, generator), parameters
     units = {name: attrs["units"] for name, attrs in field_attrs(model).items()}
     stacked = prior_fields(model, prior, variable_units=units)
+    _check_prior_grid(model, prior, tuple(stacked.shape[-len(model.grid_dims):]))
     if MEMBER_DIM in prior.dims:
         if prior.sizes[MEMBER_DIM] != members:
             raise DataError(expected_found("prior members", members, prior.sizes[MEMBER_DIM]))
@@ -101,6 +102,21 @@ def _prior_ensemble(model: FullOrderModel, prior: xr.Dataset | None, members: in
     else:
         parameters = model.draw_parameters(members, generator)
     return state, parameters
+
+
+def _check_prior_grid(model: FullOrderModel, prior: xr.Dataset, shape: tuple[int, ...]) -> None:
+    """Raise :class:`DataError` if the prior's grid is not the model's (sizes, and the
+    coordinate values where the prior has them)."""
+    if shape != tuple(model.grid_shape):
+        raise DataError(expected_found(f"prior grid shape {tuple(model.grid_dims)}",
+                                       tuple(model.grid_shape), shape))
+    for coord in model.grid_coordinates:
+        if coord.name in prior.coords and prior[coord.name].ndim == 1 and not np.allclose(
+                np.asarray(prior[coord.name].values, dtype=np.float64),
+                np.asarray(coord.values, dtype=np.float64), rtol=1e-9, atol=0.0):
+            raise DataError(expected_found(f"prior coordinate {coord.name!r}", "the model's "
+                                           "grid values (interpolate the prior first)",
+                                           np.asarray(prior[coord.name].values)[:4].tolist()))
 
 
 def _localization_points(geometry: GridGeometry, positions: np.ndarray) -> torch.Tensor:
