@@ -139,7 +139,8 @@ def assimilate(
         ``parameter_jitter``, ``linearize``, ``latent_margin``, ``coords``,
         ``return_latent``, ``return_forecasts``, sampler settings such as ``steps``).
     method
-        ``"enkf"``, ``"etkf"``, ``"letkf"`` (default) or ``"ensf"`` with a simulator;
+        ``"enkf"``, ``"etkf"``, ``"letkf"`` (default) or ``"ensf"`` with a simulator or a
+        ForecastModel;
         ``"ld-ensf"`` (default), ``"etkf"`` or ``"enkf"`` with a LatentModel.
         ``"4dvar"`` (simulator): :func:`~xldensf.assimilation.variational.assimilate_4dvar`.
     members

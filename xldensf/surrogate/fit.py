@@ -28,6 +28,7 @@ import torch
 import xarray as xr
 
 from ..conventions import (
+    MEMBER_DIM,
     RUN_DIM,
     TIME_DIM,
     convert_values,
@@ -208,8 +209,9 @@ def fit(
     Parameters
     ----------
     dataset
-        Dims ``(run, time, *grid)`` (1 to 3 grid dims); the learned parameters are numeric
-        coordinates along ``run`` with a ``units`` attribute; the variables have ``units``.
+        Dims ``(run, time, *grid)`` (1 to 3 grid dims; an ensemble's ``member`` dim is taken
+        as ``run`` when there is none); the learned parameters are numeric coordinates
+        along ``run`` with a ``units`` attribute; the variables have ``units``.
     parameters
         Names of the parameters to learn (and later estimate). ``[]`` or ``None``: the runs
         differ only in their initial state; the model then learns the trajectory as a
@@ -259,6 +261,9 @@ def fit(
     UnitsError
         Variables or parameters without units.
     """
+    if isinstance(dataset, xr.Dataset) and RUN_DIM not in dataset.dims \
+            and MEMBER_DIM in dataset.dims:
+        dataset = dataset.rename({MEMBER_DIM: RUN_DIM})
     time_dim, parameter_names = _check_dataset(dataset, parameters, preset)
     variable_names = _training_variables(dataset, variables, time_dim)
     grid_dims = _grid_dims(dataset, variable_names, time_dim)
@@ -313,7 +318,7 @@ def _check_dataset(dataset: Any, parameters: Sequence[str] | str | None,
     if not isinstance(dataset, xr.Dataset):
         raise DataError(expected_found("dataset", "an xarray.Dataset", type(dataset).__name__))
     if RUN_DIM not in dataset.dims:
-        raise DataError(expected_found("dimensions", f"one named {RUN_DIM!r}",
+        raise DataError(expected_found("dimensions", f"one named {RUN_DIM!r} or {MEMBER_DIM!r}",
                                        sorted(map(str, dataset.dims))))
     check_name("preset", preset, PRESETS)
     time_dim = _time_dim(dataset)
