@@ -62,12 +62,10 @@ DEFAULT_HELP = {
 }
 
 
-def _checked_output(path: str | None, what: str,
+def _checked_output(path: str, what: str,
                     suffixes: Sequence[str] | None = None) -> Path:
     """The output path, checked before any work is done: its directory exists and, with
     ``suffixes``, it has one of them."""
-    if path is None:
-        raise DataError(expected_found(what, "an output path (-o PATH)", None))
     target = Path(path)
     if not target.parent.is_dir():
         raise DataError(expected_found("output directory", "an existing directory",
@@ -152,9 +150,6 @@ def _forecast_model(args: argparse.Namespace) -> Any:
     from .simulators import CASES, simulator
     from .surrogate import load_model
 
-    if args.model is None:
-        raise DataError(expected_found("assimilate --model", f"one of {sorted(CASES)} or a "
-                                       "model file", None))
     if args.model in CASES:
         return simulator(args.model, args.preset, dtype=args.dtype, device=args.device,
                          progress=not args.quiet)
@@ -322,7 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--output", "-o", default=None,
                           help="file to write (.nc netCDF, .zarr zarr store; required)")
     simulate.add_argument("--quiet", action="store_true", help="no progress bars")
-    simulate.set_defaults(handler=_simulate, extras_allowed=True)
+    simulate.set_defaults(handler=_simulate, required=("output",), extras_allowed=True)
 
     observe = commands.add_parser("observe", help="sample noisy station observations")
     observe.add_argument("truth", metavar="TRUTH", help="gridded fields (.nc or .zarr)")
@@ -345,7 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="seed of layout and noise (None: fresh, recorded)")
     observe.add_argument("--run", type=int, default=0,
                          help="run of a truth with a run dim (xldensf simulate --runs)")
-    observe.set_defaults(handler=_observe, extras_allowed=False)
+    observe.set_defaults(handler=_observe, required=("output",), extras_allowed=False)
 
     assimilate = commands.add_parser(
         "assimilate", help="assimilate observations into a simulator or a latent model")
@@ -372,7 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
     assimilate.add_argument("--output", "-o", default=None,
                             help="analysis ensemble to write (.nc or .zarr; required)")
     assimilate.add_argument("--quiet", action="store_true", help="no progress bars")
-    assimilate.set_defaults(handler=_assimilate, extras_allowed=True)
+    assimilate.set_defaults(handler=_assimilate, required=("model", "output"), extras_allowed=True)
 
     score = commands.add_parser("score", help="verify an analysis against the truth")
     score.add_argument("analysis", metavar="ANALYSIS", help="analysis ensemble (.nc, .zarr)")
@@ -402,7 +397,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="station count for the encoder (e.g. 100), None: no encoder")
     train.add_argument("--output", "-o", default=None, help="model file to write (required)")
     train.add_argument("--quiet", action="store_true", help="no progress bars")
-    train.set_defaults(handler=_train, extras_allowed=False)
+    train.set_defaults(handler=_train, required=("output",), extras_allowed=False)
 
     demo = commands.add_parser("demo", help="the built-in demonstration (small tsunami)")
     demo.add_argument("--output", "-o", default="out", help="directory for netCDF and PNG")
@@ -447,7 +442,7 @@ def _add_common_options(parser: argparse.ArgumentParser) -> None:
                              "flags override it")
     parser.add_argument("-v", "--verbose", action="count", default=0,
                         help="debug messages of the package on standard error")
-    parser.set_defaults(extras={})
+    parser.set_defaults(extras={}, required=parser.get_default("required") or ())
     # argparse keeps a parser's actions in ``_actions`` only.
     for action in parser._actions:
         if action.help is None and action.dest in DEFAULT_HELP:
@@ -509,6 +504,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         with _package_logging(args.verbose):
             if args.config is not None or args.set:
                 args = _configured(parser, args, argv)
+            missing = [name for name in args.required if getattr(args, name) is None]
+            if missing:
+                args.subparser.error("the following settings are required: " + ", ".join(
+                    f"--{name}" for name in missing) + " (or in --config / --set)")
             args.handler(args)
     except (XLDEnSFError, OSError) as err:
         message = " ".join(line.strip() for line in str(err).splitlines())
