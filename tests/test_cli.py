@@ -203,3 +203,24 @@ def test_console_entry_point(tmp_path):
     done = subprocess.run([*command, "score", "--metric", "bias"], capture_output=True,
                           text=True)
     assert done.returncode == 2
+
+
+def test_assimilate_with_a_saved_latent_model(tmp_path, capsys):
+    from xldensf.experiments import shipped_model_path
+
+    model = shipped_model_path("tsunami", "small")
+    truth, obs, analysis = tmp_path / "t.nc", tmp_path / "o.nc", tmp_path / "a.nc"
+    assert _run("simulate", "tsunami", "--seed", "7", "--quiet", "--set", "n_outputs=3",
+                "-o", truth) == 0
+    assert _run("observe", truth, "--layout", "5x5", "--seed", "0", "-o", obs) == 0
+    assert _run("assimilate", obs, "--model", model, "--members", "4", "--seed", "0",
+                "--quiet", "-o", analysis) == 0
+    with xr.open_dataset(obs) as observations, xr.open_dataset(analysis) as written:
+        expected = observations.load().ldensf.assimilate(xl.load_model(model), members=4,
+                                                         seed=0, progress=False)
+        assert written.attrs["xldensf_method"] == "ld-ensf"
+        np.testing.assert_allclose(written["eta"].values, expected["eta"].values)
+    capsys.readouterr()
+    assert _run("score", analysis, truth, "--metric", "rmse") == 0
+    table = capsys.readouterr().out
+    assert "eta_rmse" in table and "m s-1" in table  # units of the u, v scores

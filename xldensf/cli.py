@@ -195,7 +195,7 @@ def _scores(args: argparse.Namespace) -> Any:
             scored = function(analysis, truth, args.variables, tolerance=args.tolerance,
                               interpolate=args.interpolate)
         parts.append(scored.rename({v: f"{v}_{name}" for v in scored.data_vars}))
-    combined = xr.merge(parts, compat="override", combine_attrs="drop")
+    combined = xr.merge(parts, compat="override", combine_attrs="override")
     combined.attrs = {"title": "xldensf verification scores", "xldensf_metrics":
                       " ".join(dict.fromkeys(args.metric)), "xldensf_analysis":
                       str(args.analysis), "xldensf_truth": str(args.truth),
