@@ -224,3 +224,23 @@ def test_assimilate_with_a_saved_latent_model(tmp_path, capsys):
     assert _run("score", analysis, truth, "--metric", "rmse") == 0
     table = capsys.readouterr().out
     assert "eta_rmse" in table and "m s-1" in table  # units of the u, v scores
+
+
+def test_verbose_logs_settings_and_the_traceback(files, capsys):
+    _, truth, _ = files
+    assert main(["score", str(truth), str(truth), "--set", "run=5", "-v"]) == 1
+    err = capsys.readouterr().err
+    assert "DEBUG xldensf.cli: settings of score" in err and "Traceback" in err
+    assert "xldensf: error: truth run: expected an index below 1, found 5" in err
+
+
+def test_zarr_without_zarr_installed_is_a_data_error(files, tmp_path, monkeypatch, capsys):
+    import importlib.util
+
+    _, truth, _ = files
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "zarr" else find_spec(name, *a))
+    assert main(["observe", str(truth), "-o", str(tmp_path / "o.zarr")]) == 1
+    assert "xldensf[dask]" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []

@@ -39,6 +39,7 @@ from .cli_config import (
     read_config,
 )
 from .errors import DataError, XLDEnSFError, expected_found
+from .io import is_zarr_path, require_zarr
 
 __all__ = ["main", "build_parser", "score_table", "METRICS"]
 
@@ -73,6 +74,8 @@ def _checked_output(path: str, what: str,
     if suffixes is not None and target.suffix.lower() not in suffixes:
         raise DataError(expected_found(f"{what} suffix", " or ".join(suffixes),
                                        target.suffix or target.name))
+    if is_zarr_path(target):
+        require_zarr(target)
     return target
 
 
@@ -500,8 +503,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
-    try:
-        with _package_logging(args.verbose):
+    with _package_logging(args.verbose):
+        try:
             if args.config is not None or args.set:
                 args = _configured(parser, args, argv)
             missing = [name for name in args.required if getattr(args, name) is None]
@@ -509,11 +512,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 args.subparser.error("the following settings are required: " + ", ".join(
                     f"--{name}" for name in missing) + " (or in --config / --set)")
             args.handler(args)
-    except (XLDEnSFError, OSError) as err:
-        message = " ".join(line.strip() for line in str(err).splitlines())
-        print(f"xldensf: error: {message}", file=sys.stderr)
-        logger.debug("traceback", exc_info=True)
-        return 1
+        except (XLDEnSFError, OSError) as err:
+            message = " ".join(line.strip() for line in str(err).splitlines())
+            print(f"xldensf: error: {message}", file=sys.stderr)
+            logger.debug("the error's traceback", exc_info=True)
+            return 1
     return 0
 
 

@@ -45,7 +45,7 @@ from .conventions import is_datetime_like, time_encoding
 from .errors import DataError, expected_found
 
 __all__ = ["atomic_path", "atomic_write_bytes", "write_netcdf", "write_dataset",
-           "read_dataset", "is_zarr_path", "cf_time_units",
+           "read_dataset", "is_zarr_path", "require_zarr", "cf_time_units",
            "write_safetensors",
            "read_safetensors", "check_format", "metadata_json", "json_safe"]
 
@@ -107,7 +107,14 @@ def is_zarr_path(path: str | os.PathLike[str]) -> bool:
     return Path(path).suffix.lower() == ".zarr"
 
 
-def _require_zarr(path: str | os.PathLike[str]) -> None:
+def require_zarr(path: str | os.PathLike[str]) -> None:
+    """Refuse the zarr store ``path`` with a :class:`~xldensf.errors.DataError` naming the
+    extra to install when the zarr package is missing.
+
+    Examples
+    --------
+    >>> require_zarr("analysis.zarr")  # zarr is installed here
+    """
     if importlib.util.find_spec("zarr") is None:
         raise DataError(expected_found(f"zarr store {path}", "the zarr package (pip install "
                                        "'xldensf[dask]')", "zarr not installed"))
@@ -147,7 +154,7 @@ def write_dataset(dataset: xr.Dataset, path: str | os.PathLike[str]) -> Path:
     """
     if not is_zarr_path(path):
         return write_netcdf(dataset, path)
-    _require_zarr(path)
+    require_zarr(path)
     target = Path(path)
     if not target.parent.exists():
         raise DataError(expected_found("output directory", "an existing directory",
@@ -201,7 +208,7 @@ def read_dataset(path: str | os.PathLike[str], what: str = "input") -> xr.Datase
         raise DataError(expected_found(what, "an existing file", str(source)))
     zarr = is_zarr_path(source)
     if zarr:
-        _require_zarr(source)
+        require_zarr(source)
     try:
         if zarr:
             opened = xr.open_dataset(source, engine="zarr", chunks=None)
