@@ -103,6 +103,12 @@ def test_config_file_set_and_flags_in_that_order(files, tmp_path):
     assert obs.x_error_std.attrs and "0.2" in obs.attrs["xldensf_noise"]
     assert stations("--set", "stations=7").sizes["station"] == 7
     assert stations("--set", "stations=7", "--stations", "9").sizes["station"] == 9
+    # the station options are one choice: a higher level's --layout replaces stations = 5
+    assert stations("--layout", "8").attrs["xldensf_layout"] == "regular 8"
+    assert stations("--set", "layout=4").attrs["xldensf_layout"] == "regular 4"
+    with pytest.raises(SystemExit) as exit_info:  # two in one level
+        stations("--set", "layout=4", "--set", "stations=3")
+    assert exit_info.value.code == 2
     # the simulator's own configuration through the [simulate] table
     assert _run("simulate", "lorenz96", "--quiet", "--config", config,
                 "-o", tmp_path / "t.nc") == 0

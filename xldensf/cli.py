@@ -35,6 +35,7 @@ from .alignment import DEFAULT_TOLERANCE
 from .cli_config import (
     apply_settings,
     command_settings,
+    drop_overridden,
     parse_assignment,
     read_config,
 )
@@ -49,6 +50,8 @@ logger = logging.getLogger("xldensf.cli")  # also when run as ``python -m``
 METRICS = {"rmse": "rmse", "relative_rmse": "relative_rmse", "spread": "spread",
            "spread_skill": "spread_skill_ratio", "crps": "crps"}
 DEFAULT_METRICS = ["rmse", "relative_rmse", "spread_skill", "crps"]
+#: ``xldensf observe`` options that place stations: one of them, the highest level wins.
+STATION_OPTIONS = ("stations", "layout", "station_file")
 #: Suffixes ``xldensf score -o`` writes.
 SCORE_FORMATS = (".nc", ".zarr", ".csv", ".json")
 #: Help of options declared without one (the benchmark's), shown by ``--help``.
@@ -124,11 +127,9 @@ def _stations(args: argparse.Namespace) -> Any:
     """The ``stations`` argument of ``observe`` from --stations, --layout, --station-file."""
     from .io import read_dataset
 
-    given = [name for name in ("stations", "layout", "station_file")
-             if getattr(args, name) is not None]
-    if len(given) > 1:
-        raise DataError(expected_found("station options", "one of --stations, --layout, "
-                                       "--station-file", ", ".join(given)))
+    given = [name for name in STATION_OPTIONS if getattr(args, name) is not None]
+    if len(given) > 1:  # from one level of --config / --set (flags are exclusive)
+        args.subparser.error(f"settings {', '.join(given)}: expected only one of them")
     if args.layout is not None:
         return str(args.layout)
     if args.station_file is not None:
@@ -326,12 +327,13 @@ def build_parser() -> argparse.ArgumentParser:
     observe.add_argument("truth", metavar="TRUTH", help="gridded fields (.nc or .zarr)")
     observe.add_argument("--output", "-o", default=None,
                          help="observations to write (.nc or .zarr; required)")
-    observe.add_argument("--stations", type=int, default=None,
-                         help="number of randomly placed stations (20 when no --layout "
-                              "or --station-file)")
-    observe.add_argument("--layout", default=None,
-                         help="regular layout 'NxM' (or 'N' in 1-D), on grid points")
-    observe.add_argument("--station-file", default=None,
+    placement = observe.add_mutually_exclusive_group()
+    placement.add_argument("--stations", type=int, default=None,
+                           help="number of randomly placed stations (20 when no --layout "
+                                "or --station-file)")
+    placement.add_argument("--layout", default=None,
+                           help="regular layout 'NxM' (or 'N' in 1-D), on grid points")
+    placement.add_argument("--station-file", default=None,
                          help="file with station coordinates (dims station or time, station)")
     observe.add_argument("--noise", type=_noise, default=0.1,
                          help="error standard deviation: a number is relative to each "
@@ -343,7 +345,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="seed of layout and noise (None: fresh, recorded)")
     observe.add_argument("--run", type=int, default=0,
                          help="run of a truth with a run dim (xldensf simulate --runs)")
-    observe.set_defaults(handler=_observe, required=("output",), extras_allowed=False)
+    observe.set_defaults(handler=_observe, required=("output",), extras_allowed=False,
+                         exclusive=(STATION_OPTIONS,))
 
     assimilate = commands.add_parser(
         "assimilate", help="assimilate observations into a simulator or a latent model")
@@ -445,7 +448,8 @@ def _add_common_options(parser: argparse.ArgumentParser) -> None:
                              "flags override it")
     parser.add_argument("-v", "--verbose", action="count", default=0,
                         help="debug messages of the package on standard error")
-    parser.set_defaults(extras={}, required=parser.get_default("required") or ())
+    parser.set_defaults(extras={}, required=parser.get_default("required") or (),
+                        exclusive=parser.get_default("exclusive") or ())
     # argparse keeps a parser's actions in ``_actions`` only.
     for action in parser._actions:
         if action.help is None and action.dest in DEFAULT_HELP:
@@ -484,8 +488,12 @@ def _configured(parser: argparse.ArgumentParser, args: argparse.Namespace,
                 argv: Sequence[str]) -> argparse.Namespace:
     """The command line parsed again over the settings of --config and --set."""
     config = read_config(args.config) if args.config is not None else {}
-    shared, own = command_settings(config, args.command, args.commands)
-    own.update(dict(args.set))
+    shared, table = command_settings(config, args.command, args.commands)
+    given = {name for group in args.exclusive for name in group
+             if getattr(args, name) is not None}  # flags of the command line
+    shared, table, assigned = drop_overridden([shared, table, dict(args.set)],
+                                              args.exclusive, given)
+    own = {**table, **assigned}
     logger.debug("settings of %s: shared %s, own %s", args.command, shared, own)
     extras = apply_settings(args.subparser, shared, own, extras=args.extras_allowed)
     args = parser.parse_args(argv)

@@ -47,8 +47,8 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-__all__ = ["read_config", "parse_assignment", "command_settings", "apply_settings",
-           "COMMON_OPTIONS"]
+__all__ = ["read_config", "parse_assignment", "command_settings", "drop_overridden",
+           "apply_settings", "COMMON_OPTIONS"]
 
 #: Options of every command that are not settings (they cannot come from a file).
 COMMON_OPTIONS = ("help", "config", "set", "verbose")
@@ -114,6 +114,32 @@ def command_settings(config: Mapping[str, Any], command: str,
     if not isinstance(table, Mapping):
         raise DataError(expected_found(f"config table [{command}]", "a table", table))
     return shared, {_key(k): v for k, v in table.items()}
+
+
+def drop_overridden(levels: Sequence[Mapping[str, Any]], groups: Iterable[Sequence[str]],
+                    given: Iterable[str] = ()) -> list[dict[str, Any]]:
+    """The settings ``levels`` (lowest first) less the options of an exclusive group that a
+    higher level sets: ``--layout`` on the command line (``given``) drops ``stations`` of
+    the file, ``--set station_file=...`` drops ``layout`` of the file.
+
+    Examples
+    --------
+    >>> drop_overridden([{"stations": 5, "seed": 1}, {"layout": "4x4"}],
+    ...                 [("stations", "layout")])
+    [{'seed': 1}, {'layout': '4x4'}]
+    >>> drop_overridden([{"stations": 5}], [("stations", "layout")], given=["layout"])
+    [{}]
+    """
+    out = [dict(level) for level in levels]
+    given = set(given)
+    for group in groups:
+        higher = bool(given & set(group))
+        for level in reversed(out):
+            if higher:
+                for name in group:
+                    level.pop(name, None)
+            higher = higher or any(name in level for name in group)
+    return out
 
 
 def _key(key: str) -> str:
