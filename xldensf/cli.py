@@ -40,7 +40,14 @@ from .cli_config import (
     read_config,
 )
 from .errors import DataError, XLDEnSFError, expected_found
-from .io import is_zarr_path, require_zarr
+from .io import (
+    atomic_write_bytes,
+    is_zarr_path,
+    json_safe,
+    read_dataset,
+    require_zarr,
+    write_dataset,
+)
 
 __all__ = ["main", "build_parser", "score_table", "METRICS"]
 
@@ -93,7 +100,6 @@ def _one_run(dataset: Any, run: int, what: str) -> Any:
 
 
 def _simulate(args: argparse.Namespace) -> None:
-    from .io import write_dataset
     from .simulators import simulate
 
     output = _checked_output(args.output, "simulate output")
@@ -125,8 +131,6 @@ def _noise(text: str) -> Any:
 
 def _stations(args: argparse.Namespace) -> Any:
     """The ``stations`` argument of ``observe`` from --stations, --layout, --station-file."""
-    from .io import read_dataset
-
     given = [name for name in STATION_OPTIONS if getattr(args, name) is not None]
     if len(given) > 1:  # from one level of --config / --set (flags are exclusive)
         args.subparser.error(f"settings {', '.join(given)}: expected only one of them")
@@ -138,7 +142,6 @@ def _stations(args: argparse.Namespace) -> Any:
 
 
 def _observe(args: argparse.Namespace) -> None:
-    from .io import read_dataset, write_dataset
     from .observations import observe
 
     output = _checked_output(args.output, "observe output")
@@ -165,7 +168,6 @@ def _forecast_model(args: argparse.Namespace) -> Any:
 
 def _assimilate(args: argparse.Namespace) -> None:
     from .assimilation import assimilate
-    from .io import read_dataset, write_dataset
 
     output = _checked_output(args.output, "assimilate output")
     observations = read_dataset(args.observations, "observations")
@@ -186,7 +188,6 @@ def _scores(args: argparse.Namespace) -> Any:
     import xarray as xr
 
     from . import metrics
-    from .io import read_dataset
 
     analysis = read_dataset(args.analysis, "analysis")
     truth = _one_run(read_dataset(args.truth, "truth"), args.run, "truth")
@@ -231,7 +232,6 @@ def score_table(scores: Any) -> str:
 def _score(args: argparse.Namespace) -> None:
     import json
 
-    from .io import atomic_write_bytes, json_safe, write_dataset
 
     output = (None if args.output is None
               else _checked_output(args.output, "score output", SCORE_FORMATS))
@@ -288,6 +288,88 @@ def _benchmark(args: argparse.Namespace) -> None:
     print(f"wrote {args.output}/ldensf_{args.case}_{setting}.json and .md")
 
 
+def _add_observe(commands: Any) -> None:
+    """The ``observe`` subcommand (``commands``: the subparsers of :func:`build_parser`)."""
+    observe = commands.add_parser("observe", help="sample noisy station observations")
+    observe.add_argument("truth", metavar="TRUTH", help="gridded fields (.nc or .zarr)")
+    observe.add_argument("--output", "-o", default=None,
+                         help="observations to write (.nc or .zarr; required)")
+    placement = observe.add_mutually_exclusive_group()
+    placement.add_argument("--stations", type=int, default=None,
+                           help="number of randomly placed stations (20 when no --layout "
+                                "or --station-file)")
+    placement.add_argument("--layout", default=None,
+                           help="regular layout 'NxM' (or 'N' in 1-D), on grid points")
+    placement.add_argument("--station-file", default=None,
+                           help="file with station coordinates (dims station or time, "
+                                "station)")
+    observe.add_argument("--noise", type=_noise, default=0.1,
+                         help="error standard deviation: a number is relative to each "
+                              "field's standard deviation, a quantity ('0.05 m') absolute")
+    observe.add_argument("--variables", nargs="+", default=None,
+                         help="variables to observe (None: all gridded fields)")
+    observe.add_argument("--every", type=int, default=1, help="observe every N-th time")
+    observe.add_argument("--seed", type=int, default=None,
+                         help="seed of layout and noise (None: fresh, recorded)")
+    observe.add_argument("--run", type=int, default=0,
+                         help="run of a truth with a run dim (xldensf simulate --runs)")
+    observe.set_defaults(handler=_observe, required=("output",), extras_allowed=False,
+                         exclusive=(STATION_OPTIONS,))
+
+
+def _add_assimilate(commands: Any, cases: Sequence[str], presets: Sequence[str]) -> None:
+    """The ``assimilate`` subcommand."""
+    from .assimilation import FULL_ORDER_METHODS, LATENT_METHODS
+
+    assimilate = commands.add_parser(
+        "assimilate", help="assimilate observations into a simulator or a latent model")
+    assimilate.add_argument("observations", metavar="OBS", help="observations (.nc, .zarr)")
+    assimilate.add_argument("--model", default=None,
+                            help=f"a built-in simulator ({', '.join(sorted(cases))}) or a "
+                                 "saved latent model file (.ldensf; required)")
+    assimilate.add_argument("--method", default=None,
+                            choices=sorted({*FULL_ORDER_METHODS, *LATENT_METHODS}),
+                            help="filter (None: letkf for a simulator, ld-ensf for a "
+                                 "latent model)")
+    assimilate.add_argument("--members", type=int, default=None,
+                            help="ensemble size (None: the method's default)")
+    assimilate.add_argument("--seed", type=int, default=None,
+                            help="seed of the prior draw and of stochastic filters")
+    assimilate.add_argument("--prior", default=None,
+                            help="prior states (.nc or .zarr; simulator only; None: the "
+                                 "simulator's prior)")
+    assimilate.add_argument("--preset", choices=presets, default="small",
+                            help="preset of a built-in simulator (the observed grid's)")
+    assimilate.add_argument("--dtype", choices=["float32", "float64"], default="float64",
+                            help="precision of a built-in simulator")
+    assimilate.add_argument("--device", default=None, help="torch device (e.g. cpu, cuda)")
+    assimilate.add_argument("--output", "-o", default=None,
+                            help="analysis ensemble to write (.nc or .zarr; required)")
+    assimilate.add_argument("--quiet", action="store_true", help="no progress bars")
+    assimilate.set_defaults(handler=_assimilate, required=("model", "output"), extras_allowed=True)
+
+
+def _add_score(commands: Any) -> None:
+    """The ``score`` subcommand."""
+    score = commands.add_parser("score", help="verify an analysis against the truth")
+    score.add_argument("analysis", metavar="ANALYSIS", help="analysis ensemble (.nc, .zarr)")
+    score.add_argument("truth", metavar="TRUTH", help="true fields (.nc or .zarr)")
+    score.add_argument("--metric", nargs="+", choices=list(METRICS), default=DEFAULT_METRICS,
+                       help="scores to compute (see xldensf.metrics)")
+    score.add_argument("--variables", nargs="+", default=None,
+                       help="variables to score (None: all in both with the spatial axes)")
+    score.add_argument("--run", type=int, default=0,
+                       help="run of a truth with a run dim (xldensf simulate --runs)")
+    score.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE,
+                       help="label tolerance of the truth, as a fraction of the grid spacing")
+    score.add_argument("--interpolate", action="store_true",
+                       help="interpolate a truth on another grid to the analysis'")
+    score.add_argument("--output", "-o", default=None,
+                       help="scores to write (.nc, .zarr, .csv or .json; None: a table "
+                            "on standard output)")
+    score.set_defaults(handler=_score, extras_allowed=False)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``xldensf`` command.
 
@@ -297,7 +379,6 @@ def build_parser() -> argparse.ArgumentParser:
     >>> args.command, args.noise, args.every
     ('observe', 0.1, 1)
     """
-    from .assimilation import FULL_ORDER_METHODS, LATENT_METHODS
     from .simulators import CASES, PRESETS
 
     parser = argparse.ArgumentParser(prog="xldensf", description=__doc__.splitlines()[0])
@@ -323,75 +404,9 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--quiet", action="store_true", help="no progress bars")
     simulate.set_defaults(handler=_simulate, required=("output",), extras_allowed=True)
 
-    observe = commands.add_parser("observe", help="sample noisy station observations")
-    observe.add_argument("truth", metavar="TRUTH", help="gridded fields (.nc or .zarr)")
-    observe.add_argument("--output", "-o", default=None,
-                         help="observations to write (.nc or .zarr; required)")
-    placement = observe.add_mutually_exclusive_group()
-    placement.add_argument("--stations", type=int, default=None,
-                           help="number of randomly placed stations (20 when no --layout "
-                                "or --station-file)")
-    placement.add_argument("--layout", default=None,
-                           help="regular layout 'NxM' (or 'N' in 1-D), on grid points")
-    placement.add_argument("--station-file", default=None,
-                         help="file with station coordinates (dims station or time, station)")
-    observe.add_argument("--noise", type=_noise, default=0.1,
-                         help="error standard deviation: a number is relative to each "
-                              "field's standard deviation, a quantity ('0.05 m') absolute")
-    observe.add_argument("--variables", nargs="+", default=None,
-                         help="variables to observe (None: all gridded fields)")
-    observe.add_argument("--every", type=int, default=1, help="observe every N-th time")
-    observe.add_argument("--seed", type=int, default=None,
-                         help="seed of layout and noise (None: fresh, recorded)")
-    observe.add_argument("--run", type=int, default=0,
-                         help="run of a truth with a run dim (xldensf simulate --runs)")
-    observe.set_defaults(handler=_observe, required=("output",), extras_allowed=False,
-                         exclusive=(STATION_OPTIONS,))
-
-    assimilate = commands.add_parser(
-        "assimilate", help="assimilate observations into a simulator or a latent model")
-    assimilate.add_argument("observations", metavar="OBS", help="observations (.nc, .zarr)")
-    assimilate.add_argument("--model", default=None,
-                            help=f"a built-in simulator ({', '.join(sorted(CASES))}) or a "
-                                 "saved latent model file (.ldensf; required)")
-    assimilate.add_argument("--method", default=None,
-                            choices=sorted({*FULL_ORDER_METHODS, *LATENT_METHODS}),
-                            help="filter (None: letkf for a simulator, ld-ensf for a "
-                                 "latent model)")
-    assimilate.add_argument("--members", type=int, default=None,
-                            help="ensemble size (None: the method's default)")
-    assimilate.add_argument("--seed", type=int, default=None,
-                            help="seed of the prior draw and of stochastic filters")
-    assimilate.add_argument("--prior", default=None,
-                            help="prior states (.nc or .zarr; simulator only; None: the "
-                                 "simulator's prior)")
-    assimilate.add_argument("--preset", choices=PRESETS, default="small",
-                            help="preset of a built-in simulator (the observed grid's)")
-    assimilate.add_argument("--dtype", choices=["float32", "float64"], default="float64",
-                            help="precision of a built-in simulator")
-    assimilate.add_argument("--device", default=None, help="torch device (e.g. cpu, cuda)")
-    assimilate.add_argument("--output", "-o", default=None,
-                            help="analysis ensemble to write (.nc or .zarr; required)")
-    assimilate.add_argument("--quiet", action="store_true", help="no progress bars")
-    assimilate.set_defaults(handler=_assimilate, required=("model", "output"), extras_allowed=True)
-
-    score = commands.add_parser("score", help="verify an analysis against the truth")
-    score.add_argument("analysis", metavar="ANALYSIS", help="analysis ensemble (.nc, .zarr)")
-    score.add_argument("truth", metavar="TRUTH", help="true fields (.nc or .zarr)")
-    score.add_argument("--metric", nargs="+", choices=list(METRICS), default=DEFAULT_METRICS,
-                       help="scores to compute (see xldensf.metrics)")
-    score.add_argument("--variables", nargs="+", default=None,
-                       help="variables to score (None: all in both with the spatial axes)")
-    score.add_argument("--run", type=int, default=0,
-                       help="run of a truth with a run dim (xldensf simulate --runs)")
-    score.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE,
-                       help="relative tolerance of label alignment of the truth")
-    score.add_argument("--interpolate", action="store_true",
-                       help="interpolate a truth on another grid to the analysis'")
-    score.add_argument("--output", "-o", default=None,
-                       help="scores to write (.nc, .zarr, .csv or .json; None: a table "
-                            "on standard output)")
-    score.set_defaults(handler=_score, extras_allowed=False)
+    _add_observe(commands)
+    _add_assimilate(commands, CASES, PRESETS)
+    _add_score(commands)
 
     train = commands.add_parser("train", help="simulate runs and train a latent surrogate")
     train.add_argument("case", choices=sorted(CASES), help="the simulator")
