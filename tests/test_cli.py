@@ -143,10 +143,14 @@ def test_settings_are_typed_like_flags():
      "config file"),
     (["assimilate", "{truth}", "--model", "no-such-model", "-o", "{dir}/a.nc"], "model"),
     (["score", "{truth}", "{truth}", "-o", "{dir}/s.txt"], "suffix"),
+    (["score", "{bad}", "{truth}"], "analysis: expected a netCDF file xarray can read"),
+    (["score", "{truth}", "{bad}.zarr"], "truth: expected an existing file"),
 ])
 def test_data_errors_exit_1_with_one_line(files, tmp_path, capsys, argv, message):
-    _, truth, _ = files
-    argv = [a.format(truth=truth, dir=tmp_path) for a in argv]
+    directory, truth, _ = files
+    bad = directory / "bad.nc"
+    bad.write_text("not a netCDF file")
+    argv = [a.format(truth=truth, dir=tmp_path, bad=bad) for a in argv]
     capsys.readouterr()
     assert main(argv) == 1
     err = capsys.readouterr().err
