@@ -182,5 +182,5 @@ def test_command_line(surrogate, tmp_path, capsys):
     assert "| enkf |" in printed and "| ld-ensf-decoder |" in printed
     assert (tmp_path / "out" / "ldensf_lorenz96_quick.json").is_file()
     assert main(["benchmark", "lorenz96", "--quick", "--truths", "0", "--model", str(path),
-                 "--quiet"]) == 2
+                 "--quiet"]) == 1
     assert "truths" in capsys.readouterr().err

@@ -98,7 +98,7 @@ def test_cli_simulate_and_error_exit_code(tmp_path, capsys):
     out = tmp_path / "l96.nc"
     assert main(["simulate", "lorenz96", "--seed", "1", "--quiet", "-o", str(out)]) == 0
     assert out.exists()
-    assert main(["simulate", "lorenz96", "--runs", "0", "--quiet", "-o", str(out)]) == 2
+    assert main(["simulate", "lorenz96", "--runs", "0", "--quiet", "-o", str(out)]) == 1
     assert "runs" in capsys.readouterr().err
 
 

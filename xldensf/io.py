@@ -1,8 +1,12 @@
 """Files: atomic writes (never a half-written file), the safetensors container, JSON.
 
-- :func:`atomic_path`, :func:`atomic_write_bytes`, :func:`write_netcdf`: every write goes
-  to a temporary file in the target directory and is then moved over the target with
-  :func:`os.replace`, so a file is either the old or the new one.
+- :func:`atomic_path`, :func:`atomic_write_bytes`, :func:`write_netcdf`,
+  :func:`write_dataset`: every write goes to a temporary file (or directory, for zarr) in
+  the target directory and is then moved over the target with :func:`os.replace`, so a
+  file is either the old or the new one.
+- :func:`read_dataset`: a netCDF file or a zarr store (a directory ending ``.zarr``) read
+  into memory, with one-line :class:`~xldensf.errors.DataError` messages for missing or
+  unreadable inputs.
 - :func:`write_safetensors`, :func:`read_safetensors`, :func:`check_format`,
   :func:`metadata_json`: the generic container of model files and training checkpoints
   (`safetensors <https://huggingface.co/docs/safetensors>`_ tensors plus string metadata in
@@ -21,9 +25,11 @@ True
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import math
 import os
+import shutil
 import struct
 import tempfile
 from collections.abc import Iterator
@@ -38,7 +44,8 @@ import xarray as xr
 from .conventions import is_datetime_like, time_encoding
 from .errors import DataError, expected_found
 
-__all__ = ["atomic_path", "atomic_write_bytes", "write_netcdf", "cf_time_units",
+__all__ = ["atomic_path", "atomic_write_bytes", "write_netcdf", "write_dataset",
+           "read_dataset", "is_zarr_path", "require_zarr", "cf_time_units",
            "write_safetensors",
            "read_safetensors", "check_format", "metadata_json", "json_safe"]
 
@@ -87,6 +94,132 @@ def write_netcdf(dataset: xr.Dataset, path: str | os.PathLike[str]) -> Path:
     with atomic_path(path) as temporary:
         dataset.to_netcdf(temporary, engine="netcdf4")
     return Path(path)
+
+
+def is_zarr_path(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` names a zarr store (its name ends with ``.zarr``).
+
+    Examples
+    --------
+    >>> is_zarr_path("analysis.zarr"), is_zarr_path("analysis.nc")
+    (True, False)
+    """
+    return Path(path).suffix.lower() == ".zarr"
+
+
+def require_zarr(path: str | os.PathLike[str]) -> None:
+    """Refuse the zarr store ``path`` with a :class:`~xldensf.errors.DataError` naming the
+    extra to install when the zarr package is missing.
+
+    Examples
+    --------
+    >>> require_zarr("analysis.zarr")  # zarr is installed here
+    """
+    if importlib.util.find_spec("zarr") is None:
+        raise DataError(expected_found(f"zarr store {path}", "the zarr package (pip install "
+                                       "'xldensf[dask]')", "zarr not installed"))
+
+
+def write_dataset(dataset: xr.Dataset, path: str | os.PathLike[str]) -> Path:
+    """Write ``dataset`` atomically to netCDF, or to zarr if ``path`` ends with ``.zarr``.
+
+    Parameters
+    ----------
+    dataset
+        Any Dataset xarray can write (dask-backed Datasets are computed as they are
+        written).
+    path
+        Destination; its directory must exist. A ``.zarr`` path is written as a zarr store
+        (format 2, consolidated metadata) into a temporary directory beside it, which then
+        replaces any old store; any other path is written as netCDF by
+        :func:`write_netcdf`. Times get CF units (:func:`cf_time_units`) either way.
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
+
+    Raises
+    ------
+    DataError
+        A missing output directory, or a ``.zarr`` path without the zarr package installed.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> ds = xr.Dataset({"u": ("x", np.arange(3.0))})
+    >>> path = write_dataset(ds, Path(tempfile.mkdtemp()) / "u.zarr")
+    >>> path.is_dir(), read_dataset(path)["u"].values.tolist()
+    (True, [0.0, 1.0, 2.0])
+    """
+    if not is_zarr_path(path):
+        return write_netcdf(dataset, path)
+    require_zarr(path)
+    target = Path(path)
+    if not target.parent.exists():
+        raise DataError(expected_found("output directory", "an existing directory",
+                                       str(target.parent)))
+    temporary = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp",
+                                      dir=target.parent))
+    old = target.parent / f"{temporary.name}.old"
+    try:
+        cf_time_units(dataset).to_zarr(temporary, mode="w", zarr_format=2, consolidated=True)
+        if target.exists():  # a directory cannot be replaced in one step: move it aside
+            os.replace(target, old)
+        os.replace(temporary, target)
+    except BaseException:
+        shutil.rmtree(temporary, ignore_errors=True)
+        if old.exists() and not target.exists():
+            os.replace(old, target)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+    return target
+
+
+def read_dataset(path: str | os.PathLike[str], what: str = "input") -> xr.Dataset:
+    """A netCDF file or zarr store (a path ending ``.zarr``), read into memory.
+
+    Parameters
+    ----------
+    path
+        The file or store. CF times are decoded to datetimes.
+    what
+        What the file is, for error messages (e.g. ``"truth"``).
+
+    Returns
+    -------
+    xarray.Dataset
+        Loaded values (the file is closed again, so it can be overwritten).
+
+    Raises
+    ------
+    DataError
+        A missing or unreadable file, or a ``.zarr`` store without the zarr package.
+
+    Examples
+    --------
+    >>> read_dataset("no-such-file.nc", "truth")
+    Traceback (most recent call last):
+    ...
+    xldensf.errors.DataError: truth: expected an existing file, found 'no-such-file.nc'
+    """
+    source = Path(path)
+    if not source.exists():
+        raise DataError(expected_found(what, "an existing file", str(source)))
+    zarr = is_zarr_path(source)
+    if zarr:
+        require_zarr(source)
+    try:
+        if zarr:
+            opened = xr.open_dataset(source, engine="zarr", chunks=None)
+        else:
+            opened = xr.open_dataset(source)
+        with opened:
+            return opened.load()
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        kind = "a zarr store" if zarr else "a netCDF file"
+        raise DataError(expected_found(what, f"{kind} xarray can read",
+                                       f"{source} ({type(err).__name__})")) from err
 
 
 def cf_time_units(dataset: xr.Dataset) -> xr.Dataset:
