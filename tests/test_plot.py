@@ -69,14 +69,14 @@ def test_analysis_panels_planar_and_on_the_sphere(tmp_path):
                                      method="etkf", members=4, seed=0)
     figure = analysis.ldensf.plot(truth, variables="eta")
     titles = [axis.get_title() for axis in figure.axes if axis.get_title()]
-    assert titles == ["eta: truth", "eta: analysis mean", "eta: error (mean - truth)",
+    assert titles == ["eta: truth", "eta: analysis mean", "eta: analysis - truth",
                       "eta: spread"]
     figure.savefig(tmp_path / "panels.png")
     assert (tmp_path / "panels.png").stat().st_size > 0
 
     sphere = lat_lon_dataset()
     members = xr.concat([sphere * (1 + 0.1 * k) for k in range(3)], dim="member")
-    figure = xl.plot.plot_analysis(members, None, "u", time=1)
+    figure = xl.plot.plot_analysis(members, None, "u", frame=1)
     assert sum(hasattr(axis, "projection") for axis in figure.axes) == 2  # mean, spread
     with pytest.raises(xl.DataError, match="member"):
         xl.plot.plot_analysis(sphere)
