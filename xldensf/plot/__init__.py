@@ -157,11 +157,14 @@ def plot_fields(
                                                 "option), not both", (frame, times)))
         frame = times
     if time is not None:
-        labels = list(time) if isinstance(time, list | tuple) else [time]
+        if frame is not None:
+            raise ParameterError(expected_found("time selection", "time= (labels) or frame= "
+                                                "(positions), not both", (time, frame)))
+        labels = [time] if isinstance(time, str) or np.ndim(time) == 0 else list(time)
         positions = [frame_index(time_axis, time=label) for label in labels]
     else:
         chosen = (0, -1) if frame is None else frame
-        chosen = list(chosen) if isinstance(chosen, Sequence) else [chosen]
+        chosen = [chosen] if np.ndim(chosen) == 0 else list(chosen)
         positions = [frame_index(time_axis, frame=position) for position in chosen]
     on_sphere = is_lat_lon(dataset[variables[0]])
     figure, axes = panel_axes(ax, len(variables), len(positions), on_sphere, projection)

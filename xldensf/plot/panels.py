@@ -104,7 +104,7 @@ def panel_axes(ax: Any, rows: int, cols: int, on_sphere: bool, projection: Any):
         if axes.size != rows * cols:
             raise ParameterError(expected_found(
                 "ax", f"{rows * cols} axes ({rows} variable(s) x {cols} panel(s))",
-                f"{axes.size} axes"))
+                axes.size))
         return axes[0].figure, axes.reshape(rows, cols)
     import matplotlib.pyplot as plt
 

@@ -175,7 +175,7 @@ def frame_index(axis: xr.DataArray, time: Any = None, frame: int | None = None,
     steps = np.diff(np.sort(_distances(axis, axis.values[0]))) if size > 1 else np.zeros(1)
     tolerance = 0.5 * float(np.max(steps))
     if distance[position] > tolerance:
-        first, last = time_title(axis.isel({axis.dims[0]: 0})), time_title(axis[-1])
+        first, last = (time_title(axis[i]).split(" = ", 1)[-1] for i in (0, -1))
         raise ParameterError(expected_found(
             "time", f"a time within half a frame spacing of the axis ({first} ... {last})",
             time))
