@@ -79,8 +79,10 @@ def test_analysis_panels_planar_and_on_the_sphere(tmp_path):
     members = xr.concat([sphere * (1 + 0.1 * k) for k in range(3)], dim="member")
     figure = xl.plot.plot_analysis(members, None, "u", frame=1)
     assert sum(hasattr(axis, "projection") for axis in figure.axes) == 2  # mean, spread
-    with pytest.raises(xl.DataError, match="member"):
-        xl.plot.plot_analysis(sphere)
+    # a deterministic analysis (no members): the analysis and its error, no spread panel
+    figure = xl.plot.plot_analysis(sphere, sphere * 1.1, "u", frame=0)
+    assert [a.get_title() for a in figure.axes if a.get_title()] == [
+        "u: truth", "u: analysis", "u: analysis - truth"]
 
 
 # ---------------------------------------------------------------- plots that compose
@@ -240,6 +242,16 @@ def test_projection_and_geo_axes():
     assert len(_meshes(axis)) == 1
     with pytest.raises(xl.ParameterError, match="projection"):
         plot_fields(sphere, "u", frame=0, ax=axis, projection=ccrs.Robinson())
+    stations = xr.Dataset(coords={
+        "lon": ("station", [0.0, 90.0, 180.0, 270.0], {"standard_name": "longitude"}),
+        "lat": ("station", [0.0, 10.0, 20.0, 30.0], {"standard_name": "latitude"}),
+        "station": ("station", np.arange(4), {"cf_role": "timeseries_id"})})
+    members = xr.concat([sphere * (1 + 0.1 * k) for k in range(3)], dim="member")
+    figure = plot_analysis(members, sphere, "u", frame=0, stations=stations,
+                           projection=ccrs.Robinson())
+    maps = [a for a in figure.axes if a.get_title()]
+    assert [len(_markers(a)[0].get_offsets()) for a in maps] == [4, 4, 4, 4]
+    assert all(isinstance(a.projection, ccrs.Robinson) for a in maps)
     plt.close("all")
 
 

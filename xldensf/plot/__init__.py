@@ -71,6 +71,39 @@ def _time_axis(dataset: xr.Dataset, what: str) -> xr.DataArray:
     return dataset[name]
 
 
+def _aligned_truth(analysis: xr.Dataset, truth: xr.Dataset, variables: list[str],
+                   tolerance: float, interpolate: bool) -> xr.Dataset:
+    """The truth at the one analysis time, on its labels and in its units."""
+    if not isinstance(truth, xr.Dataset):
+        raise DataError(expected_found("truth", "an xarray.Dataset", type(truth).__name__))
+    if "run" in truth.dims:
+        truth = truth.isel(run=0)
+    missing = [name for name in variables if name not in truth.data_vars]
+    if missing:
+        raise DataError(expected_found("truth variables", variables,
+                                       f"{sorted(truth.data_vars)} (missing {missing})"))
+    truth = align_truth(analysis, truth, variables, tolerance=tolerance,
+                        interpolate=interpolate)
+    time_name = _time_axis(analysis, "analysis").dims[0]
+    return truth.isel({time_name: 0}) if time_name in truth.dims else truth
+
+
+def _analysis_panels(field: xr.DataArray, truth: xr.Dataset | None,
+                     members: Any) -> dict[str, xr.DataArray]:
+    """The panels of one variable, in order: truth, analysis (mean), analysis - truth,
+    spread (the truth's with a truth, the spread's with members)."""
+    mean = field if members is None else field.mean(members)
+    panels: dict[str, xr.DataArray] = {}
+    if truth is not None:
+        panels["truth"] = truth[field.name].transpose(*mean.dims)
+    panels["analysis" if members is None else "analysis mean"] = mean
+    if truth is not None:
+        panels["analysis - truth"] = mean - panels["truth"]
+    if members is not None:
+        panels["spread"] = field.std(members, ddof=1)
+    return panels
+
+
 # --------------------------------------------------------------------------- figures
 def plot_fields(
     dataset: xr.Dataset,
@@ -175,7 +208,8 @@ def plot_fields(
         for col, index in enumerate(positions):
             snapshot = field.isel({time_name: index})
             axis = axes[row, col]
-            image = draw_field(axis, snapshot, on_sphere, cmap, -limit, limit, coastlines)
+            image = draw_field(axis, snapshot, on_sphere, cmap, -limit, limit, coastlines,
+                               fit_globe=ax is None)
             if stations is not None:
                 draw_stations(axis, stations, snapshot, on_sphere, snapshot[time_name])
             axis.set_title(f"{name}, {time_title(snapshot[time_name])}", fontsize=9)
@@ -208,7 +242,9 @@ def plot_analysis(
     Parameters
     ----------
     analysis
-        Analysis ensemble with a member dim (as returned by ``assimilate``).
+        Analysis ensemble with a member dim (found as in the metrics: ``standard_name:
+        realization``, or ``member``), as returned by ``assimilate``. Without one (a
+        deterministic analysis) the analysis itself is drawn and there is no spread panel.
     truth
         True fields, aligned to the analysis by coordinate labels and converted to its
         units (as the metrics do: :func:`xldensf.alignment.align_truth`); it adds a truth
@@ -246,7 +282,7 @@ def plot_analysis(
     Raises
     ------
     DataError
-        No member dim or time axis, a truth that does not align with the analysis.
+        No time axis, a truth that does not align with the analysis.
     ParameterError
         A time out of range, ``ax`` with the wrong number of axes.
 
@@ -263,8 +299,6 @@ def plot_analysis(
     4
     """
     members = member_dim(analysis)
-    if members is None:
-        raise DataError(expected_found("analysis dims", "a member dim", sorted(analysis.dims)))
     time_axis = _time_axis(analysis, "analysis")
     time_name = time_axis.dims[0]
     index = frame_index(time_axis, time=time, frame=frame)
@@ -275,36 +309,23 @@ def plot_analysis(
         if grid_dims and set(grid_dims) <= set(v.dims) and not name.endswith("_forecast")])
     check_stations(stations)
     if truth is not None:
-        if "run" in truth.dims:
-            truth = truth.isel(run=0)
-        missing = [name for name in variables if name not in truth.data_vars]
-        if missing:
-            raise DataError(expected_found("truth variables", variables,
-                                           f"{sorted(truth.data_vars)} (missing {missing})"))
-        truth = align_truth(analysis[variables].isel({time_name: [index]}), truth, variables,
-                            tolerance=tolerance, interpolate=interpolate)
-        truth = truth.isel({time_name: 0}) if time_name in truth.dims else truth
+        truth = _aligned_truth(analysis[variables].isel({time_name: [index]}), truth,
+                               variables, tolerance, interpolate)
     on_sphere = is_lat_lon(snapshot[variables[0]])
-    columns = ["analysis mean", "spread"]
-    if truth is not None:
-        columns = ["truth", "analysis mean", "analysis - truth", "spread"]
-    figure, axes = panel_axes(ax, len(variables), len(columns), on_sphere, projection)
-    for row, name in enumerate(variables):
-        mean = snapshot[name].mean(members)
-        panels = {"analysis mean": mean, "spread": snapshot[name].std(members, ddof=1)}
-        if truth is not None:
-            panels["truth"] = truth[name].transpose(*mean.dims)
-            panels["analysis - truth"] = mean - panels["truth"]
-        limit = float(np.nanmax(np.abs(panels.get("truth", mean).values))) or 1.0
-        for col, title in enumerate(columns):
-            field, axis = panels[title], axes[row, col]
+    rows = [_analysis_panels(snapshot[name], truth, members) for name in variables]
+    figure, axes = panel_axes(ax, len(variables), len(rows[0]), on_sphere, projection)
+    for row, (name, panels) in enumerate(zip(variables, rows, strict=True)):
+        limit = float(np.nanmax(np.abs(next(iter(panels.values())).values))) or 1.0
+        for col, (title, field) in enumerate(panels.items()):
+            axis = axes[row, col]
             low, high, colours = -limit, limit, cmap
             if title == "spread":
                 low, high, colours = 0.0, float(np.nanmax(field.values)) or 1.0, "viridis"
             elif title == "analysis - truth":
                 high = float(np.nanmax(np.abs(field.values))) or 1.0
                 low, colours = -high, ERROR_CMAP
-            image = draw_field(axis, field, on_sphere, colours, low, high, coastlines)
+            image = draw_field(axis, field, on_sphere, colours, low, high, coastlines,
+                               fit_globe=ax is None)
             if stations is not None:
                 draw_stations(axis, stations, field, on_sphere, snapshot[time_name])
             axis.set_title(f"{name}: {title}", fontsize=9)

@@ -126,8 +126,9 @@ def panel_axes(ax: Any, rows: int, cols: int, on_sphere: bool, projection: Any):
 
 
 def draw_field(axis: Any, snapshot: xr.DataArray, on_sphere: bool, cmap: str, vmin: float,
-          vmax: float, coastlines: bool) -> Any:
-    """Draw one field: a map, a planar image or a line; return the artist."""
+               vmax: float, coastlines: bool, fit_globe: bool = True) -> Any:
+    """Draw one field: a map, a planar image or a line; return the artist (``fit_globe``:
+    show the whole globe on map axes, not for the user's own axes and their extent)."""
     if on_sphere:
         lon, lat = snapshot.cf["longitude"], snapshot.cf["latitude"]
         values = snapshot.transpose(lat.name, lon.name)
@@ -143,7 +144,8 @@ def draw_field(axis: Any, snapshot: xr.DataArray, on_sphere: bool, cmap: str, vm
                                 vmin=vmin, vmax=vmax, shading="auto")
         if coastlines:
             axis.add_feature(shipped_coastlines(), linewidth=0.6)
-        axis.set_global()
+        if fit_globe:
+            axis.set_global()
         return image
     if snapshot.ndim == 1:
         (image,) = axis.plot(snapshot[snapshot.dims[0]], snapshot)
