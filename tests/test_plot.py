@@ -272,3 +272,25 @@ def test_user_cartopy_config_is_left_alone(monkeypatch, tmp_path):
     assert cartopy_module.config["pre_existing_data_dir"] == str(natural_earth_dir())
     assert cartopy_module.config["data_dir"] == str(data)
     plt.close("all")
+
+
+def test_bad_input(tsunami_case):
+    truth, obs, analysis = tsunami_case
+    with pytest.raises(xl.UnknownNameError, match="nope"):
+        analysis.ldensf.plot(truth, "nope")
+    with pytest.raises(xl.DataError, match="missing"):
+        analysis.ldensf.plot(truth[["u"]], "eta")
+    with pytest.raises(xl.ParameterError, match=r"frame.*\[-3, 2\]"):
+        analysis.ldensf.plot(truth, "eta", frame=3)
+    with pytest.raises(xl.ParameterError, match="frame=1"):
+        analysis.ldensf.plot(truth, "eta", time=1)  # the old integer position
+    with pytest.raises(xl.ParameterError, match="within half a frame spacing"):
+        analysis.ldensf.plot(truth, "eta", time=1e6)
+    with pytest.raises(xl.ParameterError, match="latitude/longitude"):
+        plot_fields(truth, "eta", projection=object())
+    dated = truth.assign_coords(time=("time", np.array(
+        ["2011-03-11T00:00", "2011-03-11T00:15", "2011-03-11T00:30"], dtype="datetime64[ns]")))
+    moving = obs.assign_coords(x=(("time", "station"), np.tile(obs.x.values, (3, 1))))
+    with pytest.raises(xl.DataError, match="moving stations"):
+        plot_fields(dated, "eta", stations=moving)  # datetimes against seconds
+    plt.close("all")

@@ -22,8 +22,9 @@ import cf_xarray  # noqa: F401  (registers ds.cf)
 import numpy as np
 import xarray as xr
 
-from ..conventions import convert_values, find_time_name, station_dim
+from ..conventions import convert_values, find_time_name, is_datetime_like, station_dim
 from ..errors import DataError, ParameterError, expected_found
+from .timing import time_title
 
 __all__ = ["natural_earth_dir", "configure_cartopy", "shipped_coastlines", "is_lat_lon",
            "is_geo_axes", "panel_axes", "draw_field", "axis_values", "station_coordinate",
@@ -184,11 +185,11 @@ def station_coordinate(stations: xr.Dataset, field: xr.DataArray, key: str) -> t
             pass
     else:
         reference = field[key]
-    if reference.name in stations.coords:
+    if reference.name in stations.variables:
         return stations[reference.name], reference
     raise DataError(expected_found(f"station positions matching the field's {key!r}",
                                    f"a coordinate {reference.name!r} (or CF {key}) of the "
-                                   "stations", sorted(map(str, stations.coords))))
+                                   "stations", sorted(map(str, stations.variables))))
 
 
 def draw_stations(axis: Any, stations: xr.Dataset, field: xr.DataArray, on_sphere: bool,
@@ -203,6 +204,11 @@ def draw_stations(axis: Any, stations: xr.Dataset, field: xr.DataArray, on_spher
     for key in keys:
         coordinate, reference = station_coordinate(stations, field, key)
         if station_time is not None and station_time in coordinate.dims:
+            if is_datetime_like(stations[station_time]) != is_datetime_like(time):
+                raise DataError(expected_found(
+                    f"times of the moving stations' {key!r}", "times of the same kind as "
+                    f"the field's ({time_title(time)})",
+                    time_title(stations[station_time][0])))
             coordinate = coordinate.sel({station_time: time.values}, method="nearest")
         values = np.asarray(coordinate.values, dtype=np.float64).ravel()
         source, target = coordinate.attrs.get("units"), reference.attrs.get("units")
