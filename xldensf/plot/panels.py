@@ -26,8 +26,7 @@ from ..conventions import convert_values, find_time_name, is_datetime_like, stat
 from ..errors import DataError, ParameterError, expected_found
 from .timing import time_title
 
-__all__ = ["natural_earth_dir", "configure_cartopy", "shipped_coastlines", "is_lat_lon",
-           "is_geo_axes", "panel_axes", "draw_field", "axis_values", "station_coordinate",
+__all__ = ["natural_earth_dir", "configure_cartopy", "is_lat_lon", "panel_axes", "draw_field",
            "draw_stations", "check_stations"]
 
 
@@ -70,7 +69,7 @@ def configure_cartopy() -> Any:
 
 
 @functools.lru_cache(maxsize=1)
-def shipped_coastlines() -> Any:
+def _shipped_coastlines() -> Any:
     """The shipped 110m coastlines as a cartopy feature (read once)."""
     import cartopy.crs as ccrs
     from cartopy.feature import ShapelyFeature
@@ -83,6 +82,16 @@ def shipped_coastlines() -> Any:
 
 
 def is_lat_lon(field: xr.DataArray) -> bool:
+    """Whether ``field`` has CF latitude and longitude coordinates (a map is drawn).
+
+    Examples
+    --------
+    >>> lat = ("lat", [0.0, 10.0], {"standard_name": "latitude"})
+    >>> lon = ("lon", [0.0, 10.0], {"standard_name": "longitude"})
+    >>> is_lat_lon(xr.DataArray(np.zeros((2, 2)), dims=("lat", "lon"),
+    ...                         coords={"lat": lat, "lon": lon}))
+    True
+    """
     try:
         field.cf["latitude"], field.cf["longitude"]
     except KeyError:
@@ -90,13 +99,31 @@ def is_lat_lon(field: xr.DataArray) -> bool:
     return True
 
 
-def is_geo_axes(axis: Any) -> bool:
+def _is_geo_axes(axis: Any) -> bool:
     return hasattr(axis, "projection")
 
 
 # ------------------------------------------------------------------------------ axes
 def panel_axes(ax: Any, rows: int, cols: int, on_sphere: bool, projection: Any):
-    """The figure and a (rows, cols) array of axes: the user's ``ax`` or new ones."""
+    """The figure and a (rows, cols) array of axes: the user's ``ax`` (one per panel,
+    row by row) or new ones (map axes in ``projection``, default ``PlateCarree``, on the
+    sphere; plain longitude/latitude axes without cartopy).
+
+    Raises
+    ------
+    ParameterError
+        ``ax`` with another number of axes than panels, ``projection`` with ``ax`` or for a
+        field that is not on the sphere.
+
+    Examples
+    --------
+    >>> import matplotlib
+    >>> matplotlib.use("Agg")
+    >>> import matplotlib.pyplot as plt
+    >>> figure, given = plt.subplots(1, 2)
+    >>> panel_axes(given, 2, 1, on_sphere=False, projection=None)[1].shape
+    (2, 1)
+    """
     if ax is not None:
         if projection is not None:
             raise ParameterError(expected_found("projection", "None when ax= is given (the "
@@ -128,12 +155,25 @@ def panel_axes(ax: Any, rows: int, cols: int, on_sphere: bool, projection: Any):
 
 def draw_field(axis: Any, snapshot: xr.DataArray, on_sphere: bool, cmap: str, vmin: float,
                vmax: float, coastlines: bool, fit_globe: bool = True) -> Any:
-    """Draw one field: a map, a planar image or a line; return the artist (``fit_globe``:
-    show the whole globe on map axes, not for the user's own axes and their extent)."""
+    """Draw one field into ``axis``: a map, a planar image or a line; return the artist.
+
+    ``fit_globe`` shows the whole globe on map axes (not for the user's own axes, whose
+    extent is kept); ``coastlines`` draws the shipped coastlines on map axes.
+
+    Examples
+    --------
+    >>> import matplotlib
+    >>> matplotlib.use("Agg")
+    >>> import matplotlib.pyplot as plt
+    >>> field = xr.DataArray(np.arange(4.0), dims="k", coords={"k": np.arange(4.0)})
+    >>> line = draw_field(plt.subplots()[1], field, False, "RdBu_r", -3.0, 3.0, False)
+    >>> line.get_ydata().tolist()
+    [0.0, 1.0, 2.0, 3.0]
+    """
     if on_sphere:
         lon, lat = snapshot.cf["longitude"], snapshot.cf["latitude"]
         values = snapshot.transpose(lat.name, lon.name)
-        if not is_geo_axes(axis):
+        if not _is_geo_axes(axis):
             image = axis.pcolormesh(lon, lat, values, cmap=cmap, vmin=vmin, vmax=vmax,
                                     shading="auto")
             axis.set_xlabel(f"{lon.name} [{lon.attrs.get('units', 'degrees_east')}]")
@@ -144,7 +184,7 @@ def draw_field(axis: Any, snapshot: xr.DataArray, on_sphere: bool, cmap: str, vm
         image = axis.pcolormesh(lon, lat, values, transform=ccrs.PlateCarree(), cmap=cmap,
                                 vmin=vmin, vmax=vmax, shading="auto")
         if coastlines:
-            axis.add_feature(shipped_coastlines(), linewidth=0.6)
+            axis.add_feature(_shipped_coastlines(), linewidth=0.6)
         if fit_globe:
             axis.set_global()
         return image
@@ -154,8 +194,8 @@ def draw_field(axis: Any, snapshot: xr.DataArray, on_sphere: bool, cmap: str, vm
         axis.set_xlabel(snapshot.dims[0])
         return image
     y_name, x_name = snapshot.dims
-    (x, x_label, _), (y, y_label, _) = (axis_values(snapshot[x_name]),
-                                        axis_values(snapshot[y_name]))
+    (x, x_label, _), (y, y_label, _) = (_axis_values(snapshot[x_name]),
+                                        _axis_values(snapshot[y_name]))
     image = axis.pcolormesh(x, y, snapshot, cmap=cmap, vmin=vmin, vmax=vmax, shading="auto")
     axis.set_aspect("equal")
     axis.set_xlabel(x_label)
@@ -163,7 +203,7 @@ def draw_field(axis: Any, snapshot: xr.DataArray, on_sphere: bool, cmap: str, vm
     return image
 
 
-def axis_values(coordinate: xr.DataArray) -> tuple[np.ndarray, str, float]:
+def _axis_values(coordinate: xr.DataArray) -> tuple[np.ndarray, str, float]:
     """Coordinate values, label and display scale; metres over 10 km are shown in km."""
     unit_text = coordinate.attrs.get("units", "")
     values = np.asarray(coordinate.values)
@@ -173,7 +213,7 @@ def axis_values(coordinate: xr.DataArray) -> tuple[np.ndarray, str, float]:
 
 
 # -------------------------------------------------------------------------- stations
-def station_coordinate(stations: xr.Dataset, field: xr.DataArray, key: str) -> tuple[
+def _station_coordinate(stations: xr.Dataset, field: xr.DataArray, key: str) -> tuple[
         xr.DataArray, xr.DataArray]:
     """The station coordinate matching the field's coordinate ``key`` (a dim name, or
     ``latitude``/``longitude``), and that field coordinate."""
@@ -194,7 +234,26 @@ def station_coordinate(stations: xr.Dataset, field: xr.DataArray, key: str) -> t
 
 def draw_stations(axis: Any, stations: xr.Dataset, field: xr.DataArray, on_sphere: bool,
                    time: xr.DataArray) -> Any:
-    """Mark the station positions (at ``time`` for moving stations); return the artist."""
+    """Mark the station positions of ``stations`` on ``axis`` (at ``time`` for moving
+    stations, in the field's units); return the scatter artist (no legend entry).
+
+    Raises
+    ------
+    DataError
+        Stations without positions on the field's axes, or moving stations on a time axis of
+        another kind than the field's.
+
+    Examples
+    --------
+    >>> import matplotlib
+    >>> matplotlib.use("Agg")
+    >>> import matplotlib.pyplot as plt
+    >>> field = xr.DataArray(np.zeros(4), dims="k", coords={"k": np.arange(4.0)})
+    >>> stations = xr.Dataset(coords={"k": ("station", [1.0, 2.5])})
+    >>> marks = draw_stations(plt.subplots()[1], stations, field, False, field.k[0])
+    >>> len(marks.get_offsets())
+    2
+    """
     if on_sphere:
         keys = ["longitude", "latitude"]
     else:
@@ -202,7 +261,7 @@ def draw_stations(axis: Any, stations: xr.Dataset, field: xr.DataArray, on_spher
     station_time = find_time_name(stations)
     positions = []
     for key in keys:
-        coordinate, reference = station_coordinate(stations, field, key)
+        coordinate, reference = _station_coordinate(stations, field, key)
         if station_time is not None and station_time in coordinate.dims:
             if is_datetime_like(stations[station_time]) != is_datetime_like(time):
                 raise DataError(expected_found(
@@ -215,14 +274,14 @@ def draw_stations(axis: Any, stations: xr.Dataset, field: xr.DataArray, on_spher
         if not on_sphere and source and target and source != target:
             values = np.asarray(convert_values(values, source, target,
                                                f"units of the station {key!r}"))
-        positions.append(values * (1.0 if on_sphere else axis_values(reference)[2]))
+        positions.append(values * (1.0 if on_sphere else _axis_values(reference)[2]))
     style: dict[str, Any] = {"marker": "^", "s": 22, "facecolors": "white",
                              "edgecolors": "black", "linewidths": 0.7, "zorder": 3,
                              "label": "_nolegend_"}
     if len(positions) == 1:
         return axis.scatter(positions[0], np.zeros_like(positions[0]),
                             transform=axis.get_xaxis_transform(), clip_on=False, **style)
-    if is_geo_axes(axis):
+    if _is_geo_axes(axis):
         import cartopy.crs as ccrs
 
         style["transform"] = ccrs.PlateCarree()
@@ -230,6 +289,16 @@ def draw_stations(axis: Any, stations: xr.Dataset, field: xr.DataArray, on_spher
 
 
 def check_stations(stations: Any) -> None:
+    """Refuse ``stations`` that are not an observation Dataset with a station dim.
+
+    Examples
+    --------
+    >>> check_stations(xr.Dataset(coords={"k": ("station", [1.0])}))
+    >>> check_stations(xr.Dataset())  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    xldensf.errors.DataError: stations: expected a Dataset with a station dim ...
+    """
     if stations is not None and not isinstance(stations, xr.Dataset):
         raise DataError(expected_found("stations", "an observation xarray.Dataset",
                                        type(stations).__name__))

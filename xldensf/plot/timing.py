@@ -29,7 +29,7 @@ from ..conventions import (
 )
 from ..errors import ParameterError, UnitsError, expected_found
 
-__all__ = ["time_title", "is_time_unit", "frame_index"]
+__all__ = ["time_title", "frame_index"]
 
 
 def time_title(time: xr.DataArray) -> str:
@@ -60,7 +60,7 @@ def time_title(time: xr.DataArray) -> str:
     else:
         unit_text = str(time.attrs.get("units", ""))
     number = float(value)
-    if is_time_unit(unit_text):
+    if _is_time_unit(unit_text):
         seconds = float(convert_values(number, unit_text, "s"))
         if abs(seconds) >= 3600:
             return f"{time.name} = {seconds / 3600:.4g} h"
@@ -69,7 +69,7 @@ def time_title(time: xr.DataArray) -> str:
     return f"{time.name} = {number:g}{suffix}"
 
 
-def is_time_unit(text: str) -> bool:
+def _is_time_unit(text: str) -> bool:
     try:
         return bool(text) and parse_units(text).dimensionality == units.s.dimensionality
     except UnitsError:
@@ -105,7 +105,7 @@ def _distances(axis: xr.DataArray, time: Any) -> np.ndarray:
     unit_text = str(axis.attrs.get("units", ""))
     if isinstance(time, numbers.Real) and not isinstance(time, bool):
         target = float(time)
-    elif is_time_unit(unit_text) and isinstance(time, str | np.timedelta64):
+    elif _is_time_unit(unit_text) and isinstance(time, str | np.timedelta64):
         target = float(convert_values(duration_seconds(time, what), "s", unit_text))
     else:
         raise ParameterError(expected_found(what, f"a number in {unit_text or 'axis units'}"
