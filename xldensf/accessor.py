@@ -125,6 +125,11 @@ class LDEnSFAccessor:
 
     @_documented_by(_plot_analysis)
     def plot(self, truth: xr.Dataset | None = None, variables: str | Sequence[str] | None = None,
-             *, time: int = -1, cmap: str = "RdBu_r", coastlines: bool = True) -> Any:
-        return _plot_analysis(self._obj, truth, variables, time=time, cmap=cmap,
-                              coastlines=coastlines)
+             *, time: Any = None, frame: int | None = None, ax: Any = None,
+             projection: Any = None, stations: xr.Dataset | None = None, cmap: str = "RdBu_r",
+             coastlines: bool = True, tolerance: float = DEFAULT_TOLERANCE,
+             interpolate: bool = False) -> Any:
+        return _plot_analysis(self._obj, truth, variables, time=time, frame=frame, ax=ax,
+                              projection=projection, stations=stations, cmap=cmap,
+                              coastlines=coastlines, tolerance=tolerance,
+                              interpolate=interpolate)
