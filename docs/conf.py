@@ -32,6 +32,10 @@ nb_execution_mode = "off"
 myst_enable_extensions = ["dollarmath", "amsmath"]
 html_theme = "alabaster"
 html_static_path = []
+# intersphinx reads its inventories offline from docs/_inv (the build must pass `sphinx -W`
+# without internet; provenance in docs/_inv/PROVENANCE.txt). Only pint's could be obtained
+# offline; xarray and numpy are left out.
+intersphinx_mapping = {"pint": ("https://pint.readthedocs.io/en/0.19/", "_inv/pint.inv")}
 
 
 def _copy_notebooks() -> None:
