@@ -48,6 +48,7 @@ def _documented_by(function: Callable[..., Any]) -> Callable[[Method], Method]:
         target = f"{function.__module__}.{function.__name__}"
         method.__doc__ = (f"``ds.ldensf.{method.__name__}(...)``: :func:`{target}` with this "
                           f"Dataset as its first argument (examples there).\n\n{doc}\n")
+        method.delegates_to = function  # type: ignore[attr-defined]
         return method
     return decorate
 
@@ -67,14 +68,15 @@ class LDEnSFAccessor:
                         seed=seed)
 
     @_documented_by(_assimilate)
-    def assimilate(self, model: Any, *, method: str | None = None, members: int = 20,
+    def assimilate(self, model: Any, *, method: str | None = None, members: int | None = None,
                    seed: int | None = None, progress: bool | None = None,
                    **settings: Any) -> xr.Dataset:
         return _assimilate(self._obj, model, method=method, members=members, seed=seed,
                            progress=progress, **settings)
 
     @_documented_by(_fit)
-    def fit(self, parameters: Sequence[str] | str, variables: Sequence[str] | str | None = None,
+    def fit(self, parameters: Sequence[str] | str | None,
+            variables: Sequence[str] | str | None = None,
             stations: Any = None, preset: str = "small", seed: int | None = None,
             device: Any = None, checkpoint_dir: Any = None, *,
             encoder: Mapping[str, Any] | Any = None, progress: bool | None = None,
