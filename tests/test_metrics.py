@@ -317,3 +317,25 @@ def test_accessor_names_rmse_absolute_and_relative_rmse_relative():
     assert "xldensf.metrics.rmse" in accessor.rmse.__doc__
     assert "xldensf.metrics.relative_rmse" in accessor.relative_rmse.__doc__
     assert "Parameters" in accessor.relative_rmse.__doc__
+
+
+def test_scalar_time_analysis_is_scored_at_its_own_time():
+    """``analysis.isel(time=-1)`` keeps a scalar time coordinate: it must be scored against the
+    truth at that time only (it was scored against every truth time, without an error)."""
+    import numpy as np
+    import xarray as xr
+
+    import xldensf as xl
+
+    coords = {"time": ("time", np.arange(5.0), {"axis": "T", "units": "s"}),
+              "x": ("x", [0.0, 1.0, 2.0], {"axis": "X", "units": "m"})}
+    truth = xr.Dataset({"u": (("time", "x"), np.arange(15.0).reshape(5, 3))}, coords=coords)
+    analysis = truth.expand_dims(member=2) + xr.DataArray(np.arange(5.0), dims="time")
+    scalar = xl.metrics.rmse(analysis.isel(time=-1), truth)
+    assert scalar["u"].dims == ()
+    assert float(scalar["u"]) == 4.0  # the error at time 4 only
+    assert float(scalar["time"]) == 4.0
+    kept = xl.metrics.rmse(analysis.isel(time=[-1]), truth)
+    assert float(kept["u"].squeeze()) == 4.0
+    with pytest.raises(xl.DataError, match="analysis time"):
+        xl.metrics.rmse(analysis.isel(time=-1).assign_coords(time=9.5), truth)

@@ -228,6 +228,20 @@ def _converted(truth: xr.Dataset, ensemble: xr.Dataset,
     return out
 
 
+def _at_scalar_time(ensemble: xr.Dataset, truth: xr.Dataset, tolerance: float) -> xr.Dataset:
+    """The truth at the analysis' one time when the analysis holds a scalar time coordinate
+    (``analysis.isel(time=-1)``); the truth unchanged otherwise."""
+    time = time_dim(truth)
+    if time is None or time not in ensemble.coords or ensemble[time].ndim != 0:
+        return truth
+    one = ensemble[time].expand_dims(time)
+    selected = _on_labels(truth, one.to_dataset(name="_time"), time, tolerance)
+    if selected is None:
+        raise DataError(expected_found("truth times", f"the analysis time {one.values[0]!s}",
+                                       "no such time in the truth"))
+    return selected.isel({time: 0})
+
+
 def align_truth(ensemble: xr.Dataset, truth: xr.Dataset,
                 variables: Sequence[Hashable] | None = None, *,
                 tolerance: float = DEFAULT_TOLERANCE, interpolate: bool = False) -> xr.Dataset:
@@ -283,6 +297,7 @@ def align_truth(ensemble: xr.Dataset, truth: xr.Dataset,
             "truth dims", f"the analysis' spatial dims {list(map(str, space))} (score "
             "station observations in observation space)",
             f"{sorted(map(str, truth.dims))}{note}"))
+    truth = _at_scalar_time(ensemble, truth, tolerance)
     time = time_dim(ensemble)
     if time is not None and time in truth.dims:
         selected = _on_labels(truth, ensemble, time, tolerance)
