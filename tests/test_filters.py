@@ -415,3 +415,39 @@ def test_damped_ensf_with_the_surrogate_decoder_operator_runs():
     analysis = EnSF(prior_score="member", likelihood="damped", steps=20).analysis(
         prior, observed, operator, 0.1, generator)
     assert analysis.shape == prior.shape and bool(torch.isfinite(analysis).all())
+
+
+
+def test_damped_ensf_stability_check_forms_no_dense_jacobian_for_large_callables(monkeypatch):
+    # The step-stability check of the damped likelihood needs lambda_max(J^T R^-1 J). For a
+    # callable operator with more than DENSE_JACOBIAN_ELEMENTS Jacobian entries it uses power
+    # iteration with Jacobian-vector products (memory linear in d, as Lorenz-96 at d = 1e4
+    # with arctan observations needs); below the limit the dense Jacobian is kept.
+    import re
+
+    from xldensf.filters import ensf as ensf_module
+    from xldensf.filters.base import ObservationOperator
+    from xldensf.filters.ensf import minimum_stable_steps
+
+    generator = torch.Generator().manual_seed(0)
+    ensemble = 3.0 * torch.randn(10, 600, generator=generator, dtype=F64)
+    observations = torch.atan(ensemble[0])
+    mean = ensemble.mean(0)
+    exact = float((1.0 / (1.0 + mean.square())).square().max()) / 0.1**2  # diagonal J
+    needed = minimum_stable_steps(0.05, 0.0, exact)
+    preset = EnSF.paper("lorenz96", eps_alpha=0.05, steps=20)
+
+    def steps_used() -> int:
+        with pytest.warns(UserWarning, match="using") as caught:
+            analysis = preset.analysis(ensemble, observations, torch.atan, 0.1, generator)
+        assert bool(torch.isfinite(analysis).all())
+        return int(re.search(r"using (\d+) steps", str(caught[0].message)).group(1))
+
+    assert steps_used() == needed  # dense Jacobian: the exact curvature
+
+    def refuse(self, point):
+        raise AssertionError("dense Jacobian formed")
+
+    monkeypatch.setattr(ensf_module, "DENSE_JACOBIAN_ELEMENTS", 1000)
+    monkeypatch.setattr(ObservationOperator, "jacobian", refuse)
+    assert needed - 5 <= steps_used() <= needed

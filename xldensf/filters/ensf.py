@@ -91,6 +91,9 @@ PAPER_CASES = {"tsunami": 0.5, "atmosphere": 0.01, "kolmogorov": 0.01, "lorenz96
 PAPER_LATENT_SCALE = 100.0
 #: Latent observation error standard deviation of the reference code, in scaled units.
 PAPER_LATENT_OBS_STD = 0.1
+#: Largest ``n_state x n_obs`` Jacobian formed densely for the stability check of a nonlinear
+#: operator; larger ones use power iteration with Jacobian-vector products.
+DENSE_JACOBIAN_ELEMENTS = 2**22
 #: Most sampler steps ``on_unstable="adapt"`` may use before refusing.
 MAX_ADAPTED_STEPS = 100_000
 
@@ -442,11 +445,17 @@ class EnSF(EnsembleFilter):
                 f"{n_state} state values ({self.prior_score} prior score)"))
 
     def _curvature(self, problem: Problem, iterations: int = 20) -> float:
-        """``lambda_max(J^T R^-1 J)`` at each ensemble mean (power iteration for a matrix; the
-        operator's Jacobian otherwise), the largest over the batch."""
+        """``lambda_max(J^T R^-1 J)`` at each ensemble mean, the largest over the batch.
+
+        Power iteration for a matrix, and for a callable (autograd Jacobian) whose Jacobian
+        has more than :data:`DENSE_JACOBIAN_ELEMENTS` entries (Jacobian-vector products, no
+        dense Jacobian); the operator's dense Jacobian otherwise (an operator with its own
+        ``jacobian``, such as the surrogate's decoder, or a small callable)."""
         operator, weights = problem.operator, problem.inverse_std[:, None, :] ** 2
         point = problem.ensemble.mean(dim=1, keepdim=True)
-        if not operator.is_linear:
+        dense = (point.shape[-1] * problem.observations.shape[-1] <= DENSE_JACOBIAN_ELEMENTS
+                 or type(operator).jacobian is not ObservationOperator.jacobian)
+        if not operator.is_linear and dense:
             # the operator's own Jacobian (hand-written for the surrogate's decoder, autograd
             # otherwise): lambda_max(J^T R^-1 J) = sigma_max(R^-1/2 J)^2, one per problem
             return max(float(torch.linalg.matrix_norm(
@@ -457,7 +466,12 @@ class EnSF(EnsembleFilter):
         value = torch.zeros(point.shape[0], dtype=point.dtype, device=point.device)
         for _ in range(iterations):
             vector = vector / vector.norm(dim=-1, keepdim=True).clamp(min=1e-300)
-            scaled = operator.apply(vector) * weights
+            if operator.is_linear:
+                scaled = operator.apply(vector) * weights
+            else:  # J v at the mean by autograd (no dense Jacobian: memory O(n_state + n_obs))
+                with torch.enable_grad():
+                    _, tangent = torch.autograd.functional.jvp(operator.apply, point, vector)
+                scaled = tangent * weights
             _, product = _vector_jacobian(operator, point, lambda _, scaled=scaled: scaled)
             value = (vector * product).sum(dim=(-1, -2))
             vector = product
