@@ -7,6 +7,7 @@ recorded speed-up with worker processes is in benchmarks/results/benchmark_distr
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import textwrap
@@ -141,9 +142,23 @@ def test_the_benchmark_on_a_distributed_client_equals_the_serial_run(surrogate):
                                   dashboard_address=None) as cluster, \
             distributed.Client(cluster) as client:
         parallel = run_benchmark("lorenz96", client=client, **settings)
-    assert _scores(parallel) == _scores(serial)
+    assert json.dumps(_scores(parallel)) == json.dumps(_scores(serial))   # NaN == NaN
     assert parallel["environment"]["workers"] == 2 and serial["environment"]["workers"] is None
     assert [run["truth"] for run in parallel["methods"]["enkf"]["runs"]] == [0, 1]
+
+
+@pytest.mark.slow  # starts worker processes: ~30-60 s on a loaded 2-core machine
+def test_the_command_line_runs_the_benchmark_on_worker_processes(surrogate, tmp_path):
+    path = tmp_path / "l96.ldensf"
+    surrogate.save(path)
+    arguments = ["benchmark", "lorenz96", "--quick", "--truths", "2", "--members", "4",
+                 "--methods", "enkf", "ld-ensf-decoder", "--model", str(path), "--quiet"]
+    assert main([*arguments, "--output", str(tmp_path / "serial")]) == 0
+    assert main([*arguments, "--output", str(tmp_path / "workers"), "--workers", "2"]) == 0
+    serial, parallel = (json.loads((tmp_path / name / "ldensf_lorenz96_quick.json").read_text())
+                        for name in ("serial", "workers"))
+    assert json.dumps(_scores(parallel)) == json.dumps(_scores(serial))
+    assert parallel["environment"]["workers"] == 2
 
 
 def test_distributed_client_options_are_checked(surrogate, tmp_path, capsys):

@@ -31,6 +31,7 @@ import contextlib
 import dataclasses
 import logging
 import math
+import pickle
 import platform
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -366,13 +367,17 @@ def _prepare_truth(case: str, setting: BenchmarkSetting, index: int, seed: int,
             "parameters": {name: float(truth[name]) for name in parameter_names}}
 
 
-def _method_task(method: str, prepared: dict[str, Any], latent_model: Any,
-                 full_model: Simulator, setting: BenchmarkSetting, seed: int,
-                 widths: dict[str, float]) -> dict[str, Any]:
-    """One method on one prepared truth, as a task of a dask.distributed client: nested
-    dask collections (the lazily decoded latent fields) are computed in the task."""
+def _method_task(method: str, prepared: dict[str, Any], models: bytes,
+                 setting: BenchmarkSetting, seed: int, widths: dict[str, float]
+                 ) -> dict[str, Any]:
+    """One method on one prepared truth, as a task of a dask.distributed client.
+
+    The models come pickled (distributed's own torch serialiser fails on modules that hold
+    weak references); nested dask collections (the lazily decoded latent fields) are
+    computed in the task."""
     import dask
 
+    latent_model, full_model = pickle.loads(models)
     with dask.config.set(scheduler="synchronous"):
         return _run_method(method, prepared["truth"], prepared["observations"], latent_model,
                            full_model, setting, BENCHMARK_CASES[full_model.case], seed,
@@ -410,10 +415,10 @@ def _run_truths(case: str, setting: BenchmarkSetting, methods: list[str], latent
                     latent_model, full_model, setting, BENCHMARK_CASES[case], seed + index,
                     widths))
     else:
-        models = client.scatter([latent_model, full_model], broadcast=True)
+        models = client.scatter(pickle.dumps((latent_model, full_model)), broadcast=True)
         futures = [client.submit(_prepare_truth, case, setting, index, seed, frames,
                                  layouts, list(widths), pure=False) for index in truths]
-        tasks = [[client.submit(_method_task, method, future, *models, setting,
+        tasks = [[client.submit(_method_task, method, future, models, setting,
                                 seed + index, widths, pure=False) for method in methods]
                  for index, future in zip(truths, futures)]
         prepared = client.gather(futures)
@@ -433,7 +438,8 @@ def distributed_client(workers: int | None = None, scheduler: str | None = None
     ----------
     workers
         Start a ``LocalCluster`` of that many worker processes, one thread each (closed
-        on exit).
+        on exit), without distributed's ``MALLOC_TRIM_THRESHOLD_`` setting (it slows
+        torch's allocations down several times).
     scheduler
         Address of a running scheduler (``"tcp://host:8786"``) to connect to instead.
 
@@ -461,6 +467,7 @@ def distributed_client(workers: int | None = None, scheduler: str | None = None
     if workers is not None and workers < 1:
         raise ConfigurationError(expected_found("workers", "a positive integer", workers))
     try:
+        import dask
         from distributed import Client, LocalCluster
     except ImportError as error:
         raise ConfigurationError(expected_found(
@@ -470,8 +477,15 @@ def distributed_client(workers: int | None = None, scheduler: str | None = None
         with Client(scheduler) as client:
             yield client
         return
-    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                      dashboard_address=None) as cluster, Client(cluster) as client:
+    # distributed sets MALLOC_TRIM_THRESHOLD_ in its workers, which turns off glibc's
+    # dynamic mmap threshold: torch's large temporaries are then mapped and faulted in
+    # anew at every step (the tsunami filters ran several times slower); left out here
+    environ = {key: value for key, value in
+               dask.config.get("distributed.nanny.pre-spawn-environ", {}).items()
+               if key != "MALLOC_TRIM_THRESHOLD_"}
+    with dask.config.set({"distributed.nanny.pre-spawn-environ": environ}), \
+            LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                         dashboard_address=None) as cluster, Client(cluster) as client:
         yield client
 
 
