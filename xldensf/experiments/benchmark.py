@@ -252,8 +252,9 @@ def _layouts(model: Any, full_model: Simulator, stations: int,
 def _run_method(method: str, truth: xr.Dataset, observations: dict[str, xr.Dataset],
                 latent_model: Any, full_model: Simulator, setting: BenchmarkSetting,
                 filter_settings: dict[str, dict[str, Any]], seed: int,
-                widths: dict[str, float]) -> dict[str, Any]:
-    """One method on one truth: its scores, or the reason it did not run."""
+                widths: dict[str, float], **load: Any) -> dict[str, Any]:
+    """One method on one truth: its scores, or the reason it did not run (``load``: the
+    dask ``compute`` options for lazily decoded fields, e.g. ``scheduler=``)."""
     if method.startswith("ld-ensf"):
         likelihood = "decoder" if method.startswith("ld-ensf-decoder") else "encoder"
         if likelihood == "encoder" and latent_model.encoder is None:
@@ -282,7 +283,7 @@ def _run_method(method: str, truth: xr.Dataset, observations: dict[str, xr.Datas
     # the grid; the parameters on all of them.
     scored = analysis.isel(member=slice(0, setting.members))
     start = time.perf_counter()
-    scored = scored.load()  # decode lazily returned fields (timed apart from the call)
+    scored = scored.load(**load)  # decode lazily returned fields (timed apart)
     record = _score(scored, truth, scored_variables(full_model.case, full_model), widths,
                     seconds + time.perf_counter() - start)
     errors = parameter_error(analysis, truth, list(widths), ranges=widths)
@@ -373,15 +374,17 @@ def _method_task(method: str, prepared: dict[str, Any], models: bytes,
     """One method on one prepared truth, as a task of a dask.distributed client.
 
     The models come pickled (distributed's own torch serialiser fails on modules that hold
-    weak references); nested dask collections (the lazily decoded latent fields) are
-    computed in the task."""
-    import dask
-
+    weak references); lazily decoded latent fields are computed in the task, on its own
+    thread."""
     latent_model, full_model = pickle.loads(models)
-    with dask.config.set(scheduler="synchronous"):
-        return _run_method(method, prepared["truth"], prepared["observations"], latent_model,
-                           full_model, setting, BENCHMARK_CASES[full_model.case], seed,
-                           widths)
+    return _run_method(method, prepared["truth"], prepared["observations"], latent_model,
+                       full_model, setting, BENCHMARK_CASES[full_model.case], seed, widths,
+                       scheduler="synchronous")
+
+
+def _truth_summary(prepared: dict[str, Any]) -> tuple[dict[str, float], int]:
+    """The true parameters and the station count of the trained layout of a truth."""
+    return prepared["parameters"], prepared["observations"]["trained"].sizes["station"]
 
 
 def _run_truths(case: str, setting: BenchmarkSetting, methods: list[str], latent_model: Any,
@@ -405,15 +408,15 @@ def _run_truths(case: str, setting: BenchmarkSetting, methods: list[str], latent
             logger.info("  truth %d/%d %s: %s", index + 1, setting.truths, method, final)
 
     if client is None:
-        prepared = []
+        summaries = []
         for index in truths:
-            prepared.append(_prepare_truth(case, setting, index, seed, frames, layouts,
-                                            list(widths), progress))
+            prepared = _prepare_truth(case, setting, index, seed, frames, layouts,
+                                      list(widths), progress)
+            summaries.append(_truth_summary(prepared))
             for method in methods:
                 record(index, method, _run_method(
-                    method, prepared[-1]["truth"], prepared[-1]["observations"],
-                    latent_model, full_model, setting, BENCHMARK_CASES[case], seed + index,
-                    widths))
+                    method, prepared["truth"], prepared["observations"], latent_model,
+                    full_model, setting, BENCHMARK_CASES[case], seed + index, widths))
     else:
         models = client.scatter(pickle.dumps((latent_model, full_model)), broadcast=True)
         futures = [client.submit(_prepare_truth, case, setting, index, seed, frames,
@@ -421,12 +424,12 @@ def _run_truths(case: str, setting: BenchmarkSetting, methods: list[str], latent
         tasks = [[client.submit(_method_task, method, future, models, setting,
                                 seed + index, widths, pure=False) for method in methods]
                  for index, future in zip(truths, futures)]
-        prepared = client.gather(futures)
+        summaries = client.gather([client.submit(_truth_summary, future)
+                                   for future in futures])
         for index, per_method in zip(truths, client.gather(tasks)):
             for method, found in zip(methods, per_method):
                 record(index, method, found)
-    observed = prepared[-1]["observations"]["trained"].sizes["station"]
-    return records, [item["parameters"] for item in prepared], observed
+    return records, [parameters for parameters, _ in summaries], summaries[-1][1]
 
 
 @contextlib.contextmanager
