@@ -276,13 +276,15 @@ def _benchmark(args: argparse.Namespace) -> None:
     import torch
 
     from .experiments import markdown_report, run_benchmark
+    from .experiments.benchmark import distributed_client
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    results = run_benchmark(args.case, quick=args.quick, truths=args.truths,
-                            members=args.members, methods=args.methods or None,
-                            model=args.model, seed=args.seed, output=args.output,
-                            progress=not args.quiet)
+    with distributed_client(args.workers, args.scheduler) as client:
+        results = run_benchmark(args.case, quick=args.quick, truths=args.truths,
+                                members=args.members, methods=args.methods or None,
+                                model=args.model, seed=args.seed, output=args.output,
+                                progress=not args.quiet, client=client)
     print(markdown_report(results))
     setting = results["setting"]["name"]
     print(f"wrote {args.output}/ldensf_{args.case}_{setting}.json and .md")
@@ -442,6 +444,12 @@ def build_parser() -> argparse.ArgumentParser:
     benchmark.add_argument("--seed", type=int, default=0)
     benchmark.add_argument("--threads", type=int, default=None,
                            help="torch CPU threads (default: torch's; 1 on a shared machine)")
+    cluster = benchmark.add_mutually_exclusive_group()
+    cluster.add_argument("--workers", type=int, default=None,
+                         help="run truths and methods as tasks on a dask LocalCluster of N "
+                              "single-threaded worker processes (needs xldensf[dask])")
+    cluster.add_argument("--scheduler", default=None,
+                         help="run them on the dask.distributed scheduler at ADDRESS")
     benchmark.add_argument("--output", "-o", default="out", help="directory for JSON and MD")
     benchmark.add_argument("--quiet", action="store_true", help="no progress bars")
     benchmark.set_defaults(handler=_benchmark)

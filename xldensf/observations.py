@@ -93,9 +93,27 @@ def _positions_for(geometry: GridGeometry, stations: Any, rng: np.random.Generat
 
 
 # ---------------------------------------------------------------------------- noise
-def _noise_std(noise: Any, name: str, field_values: np.ndarray, field_units: str | None,
-               ) -> tuple[float, str]:
-    """Standard deviation of the observation error of one variable, and its description."""
+def _is_lazy(values: Any) -> bool:
+    """Whether ``values`` is a dask array (checked without importing dask)."""
+    return not isinstance(values, np.ndarray) and hasattr(values, "dask")
+
+
+def _relative_spread(values: Any) -> Any:
+    """Standard deviation of ``values`` over all points and times (NaN ignored, 0 when
+    nothing is finite): a float for numpy input, a lazy 0-d dask array for dask input."""
+    if not _is_lazy(values):
+        return float(np.nanstd(values)) if np.isfinite(values).any() else 0.0
+    import dask.array as da
+
+    return da.where(da.isfinite(values).any(), da.nanstd(values), 0.0)
+
+
+def _noise_std(noise: Any, name: str, field_values: Any, field_units: str | None,
+               ) -> tuple[Any, str]:
+    """Standard deviation of the observation error of one variable, and its description.
+
+    The standard deviation is a float, or a lazy 0-d dask array for a relative noise on
+    dask-backed ``field_values``."""
     if isinstance(noise, Mapping):
         if name not in noise:
             raise UnknownNameError(expected_found("noise entries", sorted(noise), name))
@@ -106,8 +124,8 @@ def _noise_std(noise: Any, name: str, field_values: np.ndarray, field_units: str
             raise UnitsError(expected_found(f"units attribute of variable {name!r}",
                                             "a unit string (noise given as a Quantity)", None))
         # a standard deviation is a difference: 1 K of noise on a degC field is 1 degC
-        std = float(quantity_magnitude(noise, field_units, f"noise for {name!r}",
-                                       difference=True))
+        std: Any = float(quantity_magnitude(noise, field_units, f"noise for {name!r}",
+                                            difference=True))
         description = f"{magnitude:g} {noise.units:~}"
         value = magnitude
     else:
@@ -116,8 +134,7 @@ def _noise_std(noise: Any, name: str, field_values: np.ndarray, field_units: str
         except (TypeError, ValueError) as err:
             raise ParameterError(expected_found("noise", "a float (relative) or a pint "
                                                 "Quantity (absolute)", noise)) from err
-        spread = float(np.nanstd(field_values)) if np.isfinite(field_values).any() else 0.0
-        std = value * spread
+        std = value * _relative_spread(field_values)
         description = f"{value:g} x spatio-temporal standard deviation"
     if not (np.isfinite(value) and value >= 0):
         raise ParameterError(expected_found(f"noise for {name!r}", "a finite value >= 0", value))
@@ -132,6 +149,38 @@ def _error_attrs(name: str, attrs: Mapping[str, Any], description: str) -> dict[
     if "standard_name" in attrs:
         out["standard_name"] = f"{attrs['standard_name']} standard_error"
     return out
+
+
+# ---------------------------------------------------------------------------- sampling
+class _StationSampler:
+    """Frames ``(time, *grid)`` -> station values ``(time, station)`` float64, eagerly
+    (numpy) or lazily (dask, block by block over time chunks; the same numbers)."""
+
+    def __init__(self, operators: list[InterpolationOperator], moving: bool) -> None:
+        self.operators = operators
+        self.moving = moving
+
+    def __call__(self, values: np.ndarray, start: int = 0) -> np.ndarray:
+        frames = torch.as_tensor(np.asarray(values).astype(np.float64))
+        if self.moving:
+            sampled = torch.stack([op(frame) for op, frame in
+                                   zip(self.operators[start:start + len(frames)], frames)])
+        else:
+            sampled = self.operators[0](frames)
+        return sampled.numpy()
+
+    def lazy(self, values: Any) -> Any:
+        """Map over the time chunks of the dask array ``values`` (the grid dims are
+        joined into one chunk)."""
+        values = values.rechunk({axis: -1 for axis in range(1, values.ndim)})
+        n_stations = self.operators[0].n_stations
+
+        def block(frames: np.ndarray, block_info: Any = None) -> np.ndarray:
+            return self(frames, block_info[0]["array-location"][0][0])
+
+        return values.map_blocks(block, drop_axis=list(range(2, values.ndim)),
+                                 chunks=(values.chunks[0], (n_stations,)),
+                                 dtype=np.float64, meta=np.empty((0, 0), np.float64))
 
 
 # ---------------------------------------------------------------------------- observe
@@ -177,13 +226,26 @@ def observe(
         Dims ``(time, station)``, ``featureType = "timeSeries"``; station positions as
         coordinates named like the grid's; each variable ``v`` with its units and an
         ancillary variable ``v_error_std``. NaN marks missing observations (NaN in the
-        field or a NaN position).
+        field or a NaN position). On a dask-backed ``dataset`` (``ds.chunk({"time": 5})``)
+        the station values and ``v_error_std`` are dask arrays, computed on access,
+        chunked like the input in time: see Notes.
 
     Raises
     ------
     DataError, ParameterError, UnitsError, UnknownNameError
         Unrecognisable axes, stations outside the domain, a bad count or noise, unknown
         variables, inconvertible units.
+
+    Notes
+    -----
+    Dask input stays lazy: each time chunk is sampled on its own (the grid dims are joined
+    into one chunk); the Gaussian draws (times x stations, small) are made when
+    ``observe`` is called, from the same seeds as for numpy input, and added lazily. The
+    result is therefore the numbers of the eager call, bit for bit, with an absolute noise
+    (a Quantity). A relative noise needs the field's standard deviation over all points
+    and times, which dask reduces chunk by chunk (lazily, in the same graph): it can differ
+    from numpy's in the last bit, and so the observations by rounding of the noise term.
+    Dask is imported only for dask input.
 
     Examples
     --------
@@ -216,22 +278,27 @@ def observe(
     descriptions = []
     for name, rng in zip(names, noise_rngs):
         variable = dataset[name].transpose(time_dim, *geometry.dims)
-        values = np.asarray(variable.values)
+        lazy = variable.chunks is not None
+        values = variable.data if lazy else np.asarray(variable.values)
         std, description = _noise_std(noise, name, values, variable.attrs.get("units"))
         descriptions.append(f"{name}: {description}")
-        frames = torch.as_tensor(values[::every].astype(np.float64))
-        if positions.moving:
-            sampled = torch.stack([op(frame) for op, frame in zip(operators, frames)])
-        else:
-            sampled = operators[0](frames)
-        observed = sampled.numpy() + std * rng.standard_normal(tuple(sampled.shape))
+        sampler = _StationSampler(operators, positions.moving)
+        sampled = sampler.lazy(values[::every]) if lazy else sampler(values[::every])
+        # the draws are made now (stations x times, small) and added lazily to dask input:
+        # the same numbers as eager input with the same seed
+        draws = rng.standard_normal(tuple(sampled.shape))
+        if lazy:
+            import dask.array as da
+
+            draws = da.from_array(draws, chunks=sampled.chunks)
+        observed = sampled + std * draws
         out_dtype = values.dtype if np.issubdtype(values.dtype, np.floating) else np.float64
         error_name = f"{name}_error_std"
         attrs = {k: v for k, v in variable.attrs.items() if k != "ancillary_variables"}
         attrs["ancillary_variables"] = error_name
         data_vars[name] = ((time_dim, STATION_DIM), observed.astype(out_dtype), attrs)
-        data_vars[error_name] = ((), np.asarray(std, dtype=np.float64),
-                                 _error_attrs(name, variable.attrs, description))
+        error_std = std.astype(np.float64) if _is_lazy(std) else np.asarray(std, np.float64)
+        data_vars[error_name] = ((), error_std, _error_attrs(name, variable.attrs, description))
 
     coords = {time_dim: obs_times.variable,
               **geometry.position_coordinates(positions, time_dim=time_dim)}

@@ -27,12 +27,14 @@ Examples
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
+import pickle
 import platform
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +65,7 @@ from .settings import (
 __all__ = [
     "scored_variables",
     "summarize_runs",
+    "distributed_client",
     "prediction_step_seconds",
     "run_benchmark",
 ]
@@ -249,8 +252,9 @@ def _layouts(model: Any, full_model: Simulator, stations: int,
 def _run_method(method: str, truth: xr.Dataset, observations: dict[str, xr.Dataset],
                 latent_model: Any, full_model: Simulator, setting: BenchmarkSetting,
                 filter_settings: dict[str, dict[str, Any]], seed: int,
-                widths: dict[str, float]) -> dict[str, Any]:
-    """One method on one truth: its scores, or the reason it did not run."""
+                widths: dict[str, float], **load: Any) -> dict[str, Any]:
+    """One method on one truth: its scores, or the reason it did not run (``load``: the
+    dask ``compute`` options for lazily decoded fields, e.g. ``scheduler=``)."""
     if method.startswith("ld-ensf"):
         likelihood = "decoder" if method.startswith("ld-ensf-decoder") else "encoder"
         if likelihood == "encoder" and latent_model.encoder is None:
@@ -279,7 +283,7 @@ def _run_method(method: str, truth: xr.Dataset, observations: dict[str, xr.Datas
     # the grid; the parameters on all of them.
     scored = analysis.isel(member=slice(0, setting.members))
     start = time.perf_counter()
-    scored = scored.load()  # decode lazily returned fields (timed apart from the call)
+    scored = scored.load(**load)  # decode lazily returned fields (timed apart)
     record = _score(scored, truth, scored_variables(full_model.case, full_model), widths,
                     seconds + time.perf_counter() - start)
     errors = parameter_error(analysis, truth, list(widths), ranges=widths)
@@ -345,44 +349,159 @@ def _resolve_setting(case: str, quick: bool, truths: int | None, members: int | 
     return setting, methods
 
 
+def _prepare_truth(case: str, setting: BenchmarkSetting, index: int, seed: int,
+                   frames: int, layouts: dict[str, Any], parameter_names: Sequence[str],
+                   progress: bool = False) -> dict[str, Any]:
+    """Held-out truth ``index`` (seed ``1000 + seed + index``, ``frames`` frames), its
+    observations (layout name -> Dataset; seeds ``seed + index`` on the trained layout,
+    ``layouts["unseen_seed"] + index`` on the unseen one) and its true parameters: one
+    task of a distributed run."""
+    truth = simulate(case, runs=1, seed=TRUTH_SEED_OFFSET + seed + index,
+                     preset=setting.preset, progress=progress, n_outputs=frames).isel(run=0)
+    observations = {
+        "trained": truth.ldensf.observe(stations=layouts["trained"], noise=setting.noise,
+                                        seed=seed + index),
+        "unseen": truth.ldensf.observe(stations=layouts["unseen"], noise=setting.noise,
+                                       seed=layouts["unseen_seed"] + index),
+    }
+    return {"truth": truth, "observations": observations,
+            "parameters": {name: float(truth[name]) for name in parameter_names}}
+
+
+def _method_task(method: str, prepared: dict[str, Any], models: bytes,
+                 setting: BenchmarkSetting, seed: int, widths: dict[str, float]
+                 ) -> dict[str, Any]:
+    """One method on one prepared truth, as a task of a dask.distributed client.
+
+    The models come pickled (distributed's own torch serialiser fails on modules that hold
+    weak references); lazily decoded latent fields are computed in the task, on its own
+    thread."""
+    latent_model, full_model = pickle.loads(models)
+    return _run_method(method, prepared["truth"], prepared["observations"], latent_model,
+                       full_model, setting, BENCHMARK_CASES[full_model.case], seed, widths,
+                       scheduler="synchronous")
+
+
+def _truth_summary(prepared: dict[str, Any]) -> tuple[dict[str, float], int]:
+    """The true parameters and the station count of the trained layout of a truth."""
+    return prepared["parameters"], prepared["observations"]["trained"].sizes["station"]
+
+
 def _run_truths(case: str, setting: BenchmarkSetting, methods: list[str], latent_model: Any,
                 full_model: Simulator, layouts: dict[str, Any], widths: dict[str, float],
-                seed: int, progress: bool) -> tuple[dict[str, list[dict[str, Any]]],
-                                                    list[dict[str, float]], int]:
+                seed: int, progress: bool, client: Any = None,
+                ) -> tuple[dict[str, list[dict[str, Any]]], list[dict[str, float]], int]:
     """Every method on every held-out truth: the records per method, the truths'
-    parameters and the number of stations observed on the trained layout."""
+    parameters and the number of stations observed on the trained layout.
+
+    With a dask.distributed ``client`` every truth, and every method on it, is a task
+    (the models are scattered to the workers once); the records are the serial ones."""
     frames = len(latent_model.metadata.times)  # truths span the surrogate's training frames
-    filter_settings = BENCHMARK_CASES[case]
+    truths = range(setting.truths)
     records: dict[str, list[dict[str, Any]]] = {method: [] for method in methods}
-    truth_parameters = []
-    observed = 0
-    for index in range(setting.truths):
-        truth = simulate(case, runs=1, seed=TRUTH_SEED_OFFSET + seed + index,
-                         preset=setting.preset, progress=progress,
-                         n_outputs=frames).isel(run=0)
-        truth_parameters.append({name: float(truth[name]) for name in widths})
-        observations = {
-            "trained": truth.ldensf.observe(stations=layouts["trained"], noise=setting.noise,
-                                            seed=seed + index),
-            "unseen": truth.ldensf.observe(stations=layouts["unseen"], noise=setting.noise,
-                                           seed=layouts["unseen_seed"] + index),
-        }
-        observed = observations["trained"].sizes["station"]
-        for method in methods:
-            record = _run_method(method, truth, observations, latent_model, full_model,
-                                 setting, filter_settings, seed + index, widths)
-            record["truth"] = index
-            records[method].append(record)
-            if progress:
-                final = record.get("final", record.get("failure"))
-                logger.info("  truth %d/%d %s: %s", index + 1, setting.truths, method, final)
-    return records, truth_parameters, observed
+
+    def record(index: int, method: str, found: dict[str, Any]) -> None:
+        found["truth"] = index
+        records[method].append(found)
+        if progress:
+            final = found.get("final", found.get("failure"))
+            logger.info("  truth %d/%d %s: %s", index + 1, setting.truths, method, final)
+
+    if client is None:
+        summaries = []
+        for index in truths:
+            prepared = _prepare_truth(case, setting, index, seed, frames, layouts,
+                                      list(widths), progress)
+            summaries.append(_truth_summary(prepared))
+            for method in methods:
+                record(index, method, _run_method(
+                    method, prepared["truth"], prepared["observations"], latent_model,
+                    full_model, setting, BENCHMARK_CASES[case], seed + index, widths))
+    else:
+        models = client.scatter(pickle.dumps((latent_model, full_model)), broadcast=True)
+        futures = [client.submit(_prepare_truth, case, setting, index, seed, frames,
+                                 layouts, list(widths), pure=False) for index in truths]
+        tasks = [[client.submit(_method_task, method, future, models, setting,
+                                seed + index, widths, pure=False) for method in methods]
+                 for index, future in zip(truths, futures)]
+        summaries = client.gather([client.submit(_truth_summary, future)
+                                   for future in futures])
+        for index, per_method in zip(truths, client.gather(tasks)):
+            for method, found in zip(methods, per_method):
+                record(index, method, found)
+    return records, [parameters for parameters, _ in summaries], summaries[-1][1]
+
+
+@contextlib.contextmanager
+def distributed_client(workers: int | None = None, scheduler: str | None = None
+                       ) -> Iterator[Any]:
+    """A dask.distributed client for :func:`run_benchmark` (``None`` if neither is given).
+
+    Parameters
+    ----------
+    workers
+        Start a ``LocalCluster`` of that many worker processes, one thread each (closed
+        on exit), without distributed's ``MALLOC_TRIM_THRESHOLD_`` setting (it slows
+        torch's allocations down several times).
+    scheduler
+        Address of a running scheduler (``"tcp://host:8786"``) to connect to instead.
+
+    Yields
+    ------
+    distributed.Client or None
+
+    Raises
+    ------
+    ConfigurationError
+        Both given, a worker count below 1, or the ``distributed`` package missing.
+
+    Examples
+    --------
+    >>> with distributed_client() as client:
+    ...     client is None
+    True
+    """
+    if workers is None and scheduler is None:
+        yield None
+        return
+    if workers is not None and scheduler is not None:
+        raise ConfigurationError(expected_found("workers or scheduler", "one of them",
+                                                "both"))
+    if workers is not None and workers < 1:
+        raise ConfigurationError(expected_found("workers", "a positive integer", workers))
+    try:
+        import dask
+        from distributed import Client, LocalCluster
+    except ImportError as error:
+        raise ConfigurationError(expected_found(
+            "the distributed package (pip install 'xldensf[dask]')", "installed",
+            "not importable")) from error
+    if scheduler is not None:
+        with Client(scheduler) as client:
+            yield client
+        return
+    # distributed sets MALLOC_TRIM_THRESHOLD_ in its workers, which turns off glibc's
+    # dynamic mmap threshold: torch's large temporaries are then mapped and faulted in
+    # anew at every step (the tsunami filters ran several times slower); left out here
+    environ = {key: value for key, value in
+               dask.config.get("distributed.nanny.pre-spawn-environ", {}).items()
+               if key != "MALLOC_TRIM_THRESHOLD_"}
+    with dask.config.set({"distributed.nanny.pre-spawn-environ": environ}), \
+            LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                         dashboard_address=None) as cluster, Client(cluster) as client:
+        yield client
+
+
+def _worker_count(client: Any) -> int | None:
+    """Workers of a distributed client (``None``: the serial run)."""
+    return None if client is None else len(client.scheduler_info()["workers"])
 
 
 def run_benchmark(case: str = "tsunami", *, quick: bool = True, truths: int | None = None,
                   members: int | None = None, latent_members: int | None = None,
                   methods: Sequence[str] | None = None, model: Any = None, seed: int = 0,
-                  output: str | Path | None = None, progress: bool = True) -> dict[str, Any]:
+                  output: str | Path | None = None, progress: bool = True,
+                  client: Any = None) -> dict[str, Any]:
     """Run the LD-EnSF benchmark of one case; optionally write JSON and markdown.
 
     Parameters
@@ -408,6 +527,10 @@ def run_benchmark(case: str = "tsunami", *, quick: bool = True, truths: int | No
     progress
         Progress bars (simulation, training) and one ``logging`` line (level INFO, logger
         ``xldensf.experiments.benchmark``) per truth and method.
+    client
+        A ``distributed.Client`` (see :func:`distributed_client`): every truth, and every
+        method on it, runs as a task on its workers. The scores are those of the serial
+        run with the same seeds (only the times differ); ``None``: serial, in this process.
 
     Returns
     -------
@@ -447,7 +570,8 @@ def run_benchmark(case: str = "tsunami", *, quick: bool = True, truths: int | No
     layouts = _layouts(latent_model, full_model, stations, seed + UNSEEN_LAYOUT_SEED_OFFSET)
     widths = {spec.name: spec.prior_high - spec.prior_low for spec in full_model.parameter_specs}
     records, truth_parameters, observed = _run_truths(
-        case, setting, methods, latent_model, full_model, layouts, widths, seed, progress)
+        case, setting, methods, latent_model, full_model, layouts, widths, seed, progress,
+        client)
 
     grid_points = int(np.prod(full_model.grid_shape))
     timing = prediction_step_seconds(latent_model, full_model, setting.members, seed=seed)
@@ -464,7 +588,7 @@ def run_benchmark(case: str = "tsunami", *, quick: bool = True, truths: int | No
         "prediction_step": timing,
         "environment": {"xldensf": __version__, "torch": torch.__version__,
                         "threads": torch.get_num_threads(), "python": platform.python_version(),
-                        "machine": platform.machine()},
+                        "machine": platform.machine(), "workers": _worker_count(client)},
     }
     if output_dir is not None:
         write_report(results, output_dir)
