@@ -43,6 +43,7 @@ from .latent import (
     latent_ensemble_dataset,
     training_latent_box,
 )
+from .latent_envar import LATENT_ENVAR_METHODS, assimilate_latent_envar, latent_adapter
 from .likelihoods import (
     DEFAULT_LIKELIHOOD,
     LIKELIHOODS,
@@ -59,6 +60,7 @@ __all__ = [
     "ADAPTERS",
     "assimilate_full_order",
     "assimilate_latent",
+    "assimilate_latent_envar",
     "observation_problem",
     "ObservationProblem",
     "analysis_dataset",
@@ -70,6 +72,7 @@ __all__ = [
     "latent_ensemble_dataset",
     "FULL_ORDER_METHODS",
     "LATENT_METHODS",
+    "LATENT_ENVAR_METHODS",
     "LIKELIHOODS",
     "DEFAULT_LIKELIHOOD",
     "DEFAULT_LATENT_MARGIN",
@@ -80,7 +83,7 @@ Adapter = Callable[..., xr.Dataset]
 
 #: Forecast-model type -> its assimilation adapter, searched in order (first match wins).
 ADAPTERS: list[tuple[type, Adapter]] = [
-    (LatentModel, assimilate_latent),
+    (LatentModel, latent_adapter),  # "latent-envar" to the smoother, else LD-EnSF
     (Simulator, assimilate_full_order),
 ]
 
@@ -131,7 +134,9 @@ def assimilate(
         ``return_latent``, ``return_forecasts``, sampler settings such as ``steps``).
     method
         ``"enkf"``, ``"etkf"``, ``"letkf"`` (default) or ``"ensf"`` with a simulator;
-        ``"ld-ensf"`` (default), ``"etkf"`` or ``"enkf"`` with a LatentModel.
+        ``"ld-ensf"`` (default), ``"etkf"`` or ``"enkf"`` with a LatentModel;
+        ``"latent-envar"`` (LatentModel): the latent 4DEnVar smoother,
+        :func:`~xldensf.assimilation.latent_envar.assimilate_latent_envar`.
         ``"4dvar"`` (simulator): :func:`~xldensf.assimilation.variational.assimilate_4dvar`.
     members
         Ensemble size (>= 2); ``None``: the adapter's default (20 for a simulator,

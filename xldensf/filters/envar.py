@@ -134,7 +134,9 @@ def _jacobians(forward: Forward, states: torch.Tensor, values: torch.Tensor,
     m = values.shape[-1]
     copies = states.detach().repeat_interleave(m, dim=0).requires_grad_(True)
     with torch.enable_grad():
-        misfit = _misfits(forward, copies, values.repeat(batch, 1), inv_std.repeat(batch, 1))
+        # the Jacobian needs only where observations are missing, the same for every problem
+        misfit = _misfits(forward, copies, values[:1].expand(len(copies), -1),
+                          inv_std[:1].expand(len(copies), -1))
         if not misfit.requires_grad:
             raise ConfigurationError(expected_found(
                 "a differentiable model", "dynamics and decoder with an autograd graph",
@@ -144,10 +146,14 @@ def _jacobians(forward: Forward, states: torch.Tensor, values: torch.Tensor,
     return rows.reshape(batch, m, n)
 
 
-def _sym_inverse_sqrt(matrix: torch.Tensor) -> torch.Tensor:
-    values, vectors = torch.linalg.eigh(0.5 * (matrix + matrix.mT))
-    return (vectors * values.clamp(min=torch.finfo(matrix.dtype).tiny).rsqrt()[..., None, :]
-            ) @ vectors.mT
+def _normal_power(gain: torch.Tensor, power: float) -> torch.Tensor:
+    """``(I + G^T G)^power`` ``(..., r, r)`` from the thin SVD of ``G`` ``(..., m, r)``:
+    ``I + V ((1 + s^2)^power - 1) V^T``, cheap when ``m < r`` (many members, few
+    observations)."""
+    _, singular, vh = torch.linalg.svd(gain, full_matrices=False)
+    scale = (1.0 + singular.square()) ** power - 1.0
+    eye = torch.eye(gain.shape[-1], dtype=gain.dtype, device=gain.device)
+    return eye + (vh.mT * scale[..., None, :]) @ vh
 
 
 def _gauss_newton(forward: Forward, centers: torch.Tensor, root: torch.Tensor,
@@ -155,7 +161,6 @@ def _gauss_newton(forward: Forward, centers: torch.Tensor, root: torch.Tensor,
                   iterations: int, tol: float) -> tuple[torch.Tensor, int]:
     """Gauss-Newton on every problem ``b``: ``(I + G^T G) dw = G^T d - w``."""
     w = root.new_zeros(len(centers), root.shape[1])
-    eye = torch.eye(root.shape[1], dtype=root.dtype, device=root.device)
     done = 0
     while done < iterations:
         states = centers + w @ root.T
@@ -163,10 +168,10 @@ def _gauss_newton(forward: Forward, centers: torch.Tensor, root: torch.Tensor,
             misfit = _misfits(forward, states, values, inv_std)
         at = states[:1] if jacobian == "mean" else states
         gain = -_jacobians(forward, at, values[:1], inv_std[:1]) @ root  # G = H' L
-        normal = eye + gain.mT @ gain
+        inverse = _normal_power(gain, -1.0)  # (I + G^T G)^-1
         rhs = (gain.mT @ misfit[..., None])[..., 0] - w
-        step = torch.linalg.solve(normal, rhs[..., None])[..., 0] if jacobian == "member" \
-            else torch.linalg.solve(normal[0], rhs.T).T
+        step = (inverse @ rhs[..., None])[..., 0] if jacobian == "member" \
+            else rhs @ inverse[0]
         w, done = w + step, done + 1
         if float(step.square().sum(-1).max()) < tol * root.shape[1]:
             break
@@ -273,8 +278,7 @@ def envar_window(
         w, done = _lbfgs(forward, centers, root, targets, batch_inv_std, iterations, tol)
     states = centers + w @ root.T
     gain = -_jacobians(forward, states[:1], values, inv_std)[0] @ root
-    posterior = root @ _sym_inverse_sqrt(torch.eye(root.shape[1], dtype=root.dtype,
-                                                   device=root.device) + gain.T @ gain)
+    posterior = root @ _normal_power(gain, -0.5)
     with torch.no_grad():
         misfit = _misfits(forward, states[:1], values, inv_std)
     cost = 0.5 * float(w[0].square().sum() + misfit.square().sum())
