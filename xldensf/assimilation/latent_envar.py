@@ -112,7 +112,7 @@ def assimilate_latent_envar(
     optimizer: str = "gauss-newton",
     jacobian: str = "mean",
     inflation: float = DEFAULT_ENVAR_INFLATION,
-    tol: float = 1e-12,
+    tol: float = 1e-8,
     obs_error: Any = None,
     latent_margin: float | None = DEFAULT_LATENT_MARGIN,
     output: str = "lazy",

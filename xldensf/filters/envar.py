@@ -146,14 +146,13 @@ def _jacobians(forward: Forward, states: torch.Tensor, values: torch.Tensor,
     return rows.reshape(batch, m, n)
 
 
-def _normal_power(gain: torch.Tensor, power: float) -> torch.Tensor:
-    """``(I + G^T G)^power`` ``(..., r, r)`` from the thin SVD of ``G`` ``(..., m, r)``:
-    ``I + V ((1 + s^2)^power - 1) V^T``, cheap when ``m < r`` (many members, few
+def _normal_power(gain: torch.Tensor, power: float, vectors: torch.Tensor) -> torch.Tensor:
+    """``vectors (..., k, r) @ (I + G^T G)^power`` from the thin SVD of ``G`` ``(..., m, r)``,
+    ``I + V ((1 + s^2)^power - 1) V^T``: cheap when ``m < r`` (many members, few
     observations)."""
     _, singular, vh = torch.linalg.svd(gain, full_matrices=False)
     scale = (1.0 + singular.square()) ** power - 1.0
-    eye = torch.eye(gain.shape[-1], dtype=gain.dtype, device=gain.device)
-    return eye + (vh.mT * scale[..., None, :]) @ vh
+    return vectors + ((vectors @ vh.mT) * scale[..., None, :]) @ vh
 
 
 def _gauss_newton(forward: Forward, centers: torch.Tensor, root: torch.Tensor,
@@ -168,10 +167,9 @@ def _gauss_newton(forward: Forward, centers: torch.Tensor, root: torch.Tensor,
             misfit = _misfits(forward, states, values, inv_std)
         at = states[:1] if jacobian == "mean" else states
         gain = -_jacobians(forward, at, values[:1], inv_std[:1]) @ root  # G = H' L
-        inverse = _normal_power(gain, -1.0)  # (I + G^T G)^-1
         rhs = (gain.mT @ misfit[..., None])[..., 0] - w
-        step = (inverse @ rhs[..., None])[..., 0] if jacobian == "member" \
-            else rhs @ inverse[0]
+        step = _normal_power(gain, -1.0, rhs[:, None])[:, 0] if jacobian == "member" \
+            else _normal_power(gain[0], -1.0, rhs)
         w, done = w + step, done + 1
         if float(step.square().sum(-1).max()) < tol * root.shape[1]:
             break
@@ -210,7 +208,7 @@ def envar_window(
     optimizer: str = "gauss-newton",
     jacobian: str = "mean",
     iterations: int = 10,
-    tol: float = 1e-12,
+    tol: float = 1e-8,
 ) -> WindowAnalysis:
     """Minimise one window's cost from the background and, for RML, from each member.
 
@@ -278,7 +276,7 @@ def envar_window(
         w, done = _lbfgs(forward, centers, root, targets, batch_inv_std, iterations, tol)
     states = centers + w @ root.T
     gain = -_jacobians(forward, states[:1], values, inv_std)[0] @ root
-    posterior = root @ _normal_power(gain, -0.5)
+    posterior = _normal_power(gain, -0.5, root)
     with torch.no_grad():
         misfit = _misfits(forward, states[:1], values, inv_std)
     cost = 0.5 * float(w[0].square().sum() + misfit.square().sum())
@@ -325,7 +323,7 @@ def envar(
     optimizer: str = "gauss-newton",
     jacobian: str = "mean",
     iterations: int = 10,
-    tol: float = 1e-12,
+    tol: float = 1e-8,
     inflation: float = 1.0,
     bound: Callable[[torch.Tensor], torch.Tensor] | None = None,
     check_gradient: bool = True,
