@@ -54,6 +54,8 @@ def main() -> None:
     parser.add_argument("--first", type=int, default=0, help="index of the first truth")
     parser.add_argument("--merge", nargs="*", default=(),
                         help="JSON results of other truths to include in the report")
+    parser.add_argument("--skip-ldensf", action="store_true",
+                        help="run latent-envar only (LD-EnSF's records come with --merge)")
     parser.add_argument("--output", default="benchmarks/results")
     args = parser.parse_args()
     torch.manual_seed(0)
@@ -72,6 +74,8 @@ def main() -> None:
             "latent-envar": dict(method="latent-envar", members=args.members,
                                  window=args.window, iterations=args.iterations),
         }
+        if args.skip_ldensf:
+            runs.pop("ld-ensf (default, decoder)")
         for name, settings in runs.items():
             start = time.perf_counter()
             analysis = obs.ldensf.assimilate(model, seed=index, progress=False, **settings)
@@ -84,7 +88,7 @@ def main() -> None:
             records[name].extend(rows)
     summary = {name: {key: float(np.mean([r[key] for r in rows])) for key in rows[0]
                       if key not in ("truth", "eta_by_frame", "scored_frames")}
-               for name, rows in records.items()}
+               for name, rows in records.items() if rows}
     result = {"truths": len(records["latent-envar"]), "members": args.members,
               "window": args.window,
               "iterations": args.iterations, "stations": 16, "noise": 0.1,

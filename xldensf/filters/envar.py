@@ -66,6 +66,8 @@ ENVAR_UNCERTAINTIES = ("rml", "hessian")
 ENVAR_JACOBIANS = ("mean", "member")
 
 Forward = Callable[[torch.Tensor], torch.Tensor]
+#: Halvings of a Gauss-Newton step that raises its problem's cost (a nonlinear model).
+_BACKTRACKS = 6
 
 
 @dataclass
@@ -158,7 +160,8 @@ def _normal_power(gain: torch.Tensor, power: float, vectors: torch.Tensor) -> to
 def _gauss_newton(forward: Forward, centers: torch.Tensor, root: torch.Tensor,
                   values: torch.Tensor, inv_std: torch.Tensor, jacobian: str,
                   iterations: int, tol: float) -> tuple[torch.Tensor, int]:
-    """Gauss-Newton on every problem ``b``: ``(I + G^T G) dw = G^T d - w``."""
+    """Gauss-Newton on every problem ``b``: ``(I + G^T G) dw = G^T d - w``, each step
+    halved (up to :data:`_BACKTRACKS` times) while it raises that problem's cost."""
     w = root.new_zeros(len(centers), root.shape[1])
     done = 0
     while done < iterations:
@@ -170,6 +173,15 @@ def _gauss_newton(forward: Forward, centers: torch.Tensor, root: torch.Tensor,
         rhs = (gain.mT @ misfit[..., None])[..., 0] - w
         step = _normal_power(gain, -1.0, rhs[:, None])[:, 0] if jacobian == "member" \
             else _normal_power(gain[0], -1.0, rhs)
+        cost = 0.5 * (w.square().sum(-1) + misfit.square().sum(-1))
+        for _ in range(_BACKTRACKS):  # halve the steps that raise a problem's cost
+            trial = w + step
+            with torch.no_grad():
+                after = _misfits(forward, centers + trial @ root.T, values, inv_std)
+            worse = 0.5 * (trial.square().sum(-1) + after.square().sum(-1)) > cost
+            if not bool(worse.any()):
+                break
+            step = torch.where(worse[:, None], 0.5 * step, step)
         w, done = w + step, done + 1
         if float(step.square().sum(-1).max()) < tol * root.shape[1]:
             break
