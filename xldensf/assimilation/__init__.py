@@ -46,6 +46,7 @@ from .latent import (
     latent_ensemble_dataset,
     training_latent_box,
 )
+from .latent_envar import LATENT_ENVAR_METHODS, assimilate_latent_envar, latent_adapter
 from .likelihoods import (
     DEFAULT_LIKELIHOOD,
     LIKELIHOODS,
@@ -63,9 +64,13 @@ __all__ = [
     "ADAPTERS",
     "assimilate_full_order",
     "assimilate_latent",
+<<<<<<< HEAD
     "ForecastModel",
     "forecast_model",
     "run_model",
+=======
+    "assimilate_latent_envar",
+>>>>>>> wip-smoother
     "observation_problem",
     "ObservationProblem",
     "analysis_dataset",
@@ -77,6 +82,7 @@ __all__ = [
     "latent_ensemble_dataset",
     "FULL_ORDER_METHODS",
     "LATENT_METHODS",
+    "LATENT_ENVAR_METHODS",
     "LIKELIHOODS",
     "DEFAULT_LIKELIHOOD",
     "DEFAULT_LATENT_MARGIN",
@@ -87,7 +93,7 @@ Adapter = Callable[..., xr.Dataset]
 
 #: Forecast-model type -> its assimilation adapter, searched in order (first match wins).
 ADAPTERS: list[tuple[type, Adapter]] = [
-    (LatentModel, assimilate_latent),
+    (LatentModel, latent_adapter),  # "latent-envar" to the smoother, else LD-EnSF
     (Simulator, assimilate_full_order),
     (ForecastModel, assimilate_full_order),
 ]
@@ -139,9 +145,16 @@ def assimilate(
         ``parameter_jitter``, ``linearize``, ``latent_margin``, ``coords``,
         ``return_latent``, ``return_forecasts``, sampler settings such as ``steps``).
     method
+<<<<<<< HEAD
         ``"enkf"``, ``"etkf"``, ``"letkf"`` (default) or ``"ensf"`` with a simulator or a
         ForecastModel;
         ``"ld-ensf"`` (default), ``"etkf"`` or ``"enkf"`` with a LatentModel.
+=======
+        ``"enkf"``, ``"etkf"``, ``"letkf"`` (default) or ``"ensf"`` with a simulator;
+        ``"ld-ensf"`` (default), ``"etkf"`` or ``"enkf"`` with a LatentModel;
+        ``"latent-envar"`` (LatentModel): the latent 4DEnVar smoother,
+        :func:`~xldensf.assimilation.latent_envar.assimilate_latent_envar`.
+>>>>>>> wip-smoother
         ``"4dvar"`` (simulator): :func:`~xldensf.assimilation.variational.assimilate_4dvar`.
     members
         Ensemble size (>= 2); ``None``: the adapter's default (20 for a simulator,

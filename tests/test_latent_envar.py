@@ -1,0 +1,209 @@
+"""The latent ensemble-variational smoother (xldensf.filters.envar, method="latent-envar")."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from test_latent_assimilation import LinearLatentModel, linear_observations
+
+import xldensf as xl
+from xldensf.filters.envar import envar, envar_window
+
+F64 = torch.float64
+
+
+def linear_problem(seed: int = 0, n: int = 4, m: int = 3, times: int = 3):
+    """A linear model x_{k+1} = M x_k observed by H at ``times`` steps, and its window map."""
+    generator = torch.Generator().manual_seed(seed)
+    propagator = torch.eye(n, dtype=F64) + 0.3 * torch.randn(n, n, generator=generator,
+                                                             dtype=F64)
+    operator = torch.randn(m, n, generator=generator, dtype=F64)
+    stacked = torch.cat([operator @ torch.linalg.matrix_power(propagator, k + 1)
+                         for k in range(times)])
+
+    def advance(x, start, duration):
+        for _ in range(round(duration)):
+            x = x @ propagator.T
+        return x
+
+    def observe(x, index):
+        return x @ operator.T
+
+    return propagator, operator, stacked, advance, observe, generator
+
+
+def batch_solution(mean, covariance, stacked, values, obs_std):
+    """The exact linear-Gaussian smoother of the start: the batch least-squares solution."""
+    innovation = stacked @ covariance @ stacked.T + obs_std ** 2 * torch.eye(len(values),
+                                                                               dtype=F64)
+    gain = covariance @ stacked.T @ torch.linalg.inv(innovation)
+    return mean + gain @ (values - stacked @ mean), covariance - gain @ stacked @ covariance
+
+
+def test_full_control_gauss_newton_is_the_batch_smoother():
+    _, _, stacked, _, _, generator = linear_problem()
+    n = stacked.shape[1]
+    factor = torch.randn(n, n, generator=generator, dtype=F64)
+    covariance = factor @ factor.T + 0.1 * torch.eye(n, dtype=F64)
+    root = torch.linalg.cholesky(covariance)
+    mean = torch.randn(n, generator=generator, dtype=F64)
+    values = torch.randn(len(stacked), generator=generator, dtype=F64)
+    result = envar_window(lambda x: x @ stacked.T, mean, root, values, 0.3)
+    exact_mean, exact_cov = batch_solution(mean, covariance, stacked, values, 0.3)
+    # linear: one Gauss-Newton step is the solution, float64 round-off only
+    assert float((result.state - exact_mean).abs().max()) < 1e-8
+    posterior = result.posterior_root @ result.posterior_root.T
+    assert float((posterior - exact_cov).abs().max()) < 1e-8
+    # L-BFGS reaches the same minimiser (to its gradient tolerance)
+    lbfgs = envar_window(lambda x: x @ stacked.T, mean, root, values, 0.3,
+                         optimizer="lbfgs", iterations=200, tol=1e-12)
+    assert float((lbfgs.state - exact_mean).abs().max()) < 1e-6
+
+
+@pytest.mark.parametrize("control", ["ensemble", "full"])
+def test_ensemble_subspace_is_exact_when_it_spans_the_state(control):
+    propagator, _, stacked, advance, observe, generator = linear_problem(seed=1)
+    n, members = stacked.shape[1], 6  # N - 1 = 5 >= n = 4
+    background = torch.randn(members, n, generator=generator, dtype=F64) + 1.0
+    values = torch.randn(3, 3, generator=generator, dtype=F64)
+    result = envar(advance, observe, background, 0.0, [1.0, 2.0, 3.0], values, 0.2, window=3,
+                   control=control, uncertainty="hessian")
+    exact_mean, exact_cov = batch_solution(background.mean(0), torch.cov(background.T),
+                                           stacked, values.reshape(-1), 0.2)
+    for k in range(3):  # the smoother at every time of the window: M^(k+1) of the start
+        power = torch.linalg.matrix_power(propagator, k + 1)
+        assert float((result.mean[k] - power @ exact_mean).abs().max()) < 1e-8
+        assert float((result.analysis[k].mean(0) - power @ exact_mean).abs().max()) < 1e-8
+        if control == "ensemble":  # deterministic square root: the covariance exactly
+            assert float((torch.cov(result.analysis[k].T) - power @ exact_cov @ power.T)
+                         .abs().max()) < 1e-8
+
+
+def test_rml_spread_converges_to_the_exact_posterior():
+    propagator, _, stacked, advance, observe, generator = linear_problem(seed=3)
+    values = torch.randn(3, 3, generator=generator, dtype=F64)
+    errors = []
+    for members in (40, 4000):
+        background = 1.0 + torch.randn(members, 4, generator=generator, dtype=F64)
+        result = envar(advance, observe, background, 0.0, [1.0, 2.0, 3.0], values, 0.5,
+                       window=3, generator=torch.Generator().manual_seed(members))
+        # exact posterior of the start given this background ensemble's moments, at time 1
+        mean, cov = batch_solution(background.mean(0), torch.cov(background.T), stacked,
+                                   values.reshape(-1), 0.5)
+        mean, cov = propagator @ mean, propagator @ cov @ propagator.T
+        analysed = result.analysis[0]
+        errors.append((float((torch.cov(analysed.T) - cov).norm() / cov.norm()),
+                       float((analysed.mean(0) - mean).norm() / cov.diagonal().sum().sqrt())))
+    # RML is exact in distribution for a linear-Gaussian problem; what remains is the
+    # sampling error of the perturbations, O(1/sqrt(N)): a few % of the covariance at
+    # N = 4000 (tolerance 8 %, about 3 standard errors), and it shrinks with N
+    assert errors[1][0] < 0.08 and errors[1][0] < errors[0][0]
+    assert errors[1][1] < 0.05
+
+
+def test_member_jacobians_equal_the_mean_jacobian_for_a_linear_model():
+    _, _, stacked, advance, observe, generator = linear_problem(seed=4)
+    background = torch.randn(8, 4, generator=generator, dtype=F64)
+    values = torch.randn(2, 3, generator=generator, dtype=F64)
+    runs = [envar(advance, observe, background, 0.0, [1.0, 2.0], values, 0.3, window=2,
+                  jacobian=jacobian, generator=torch.Generator().manual_seed(0))
+            for jacobian in ("mean", "member")]
+    assert float((runs[0].analysis - runs[1].analysis).abs().max()) < 1e-10
+
+
+# ---------------------------------------------------------------- the LatentModel adapter
+@pytest.fixture(scope="module")
+def linear_model():
+    return LinearLatentModel()
+
+
+
+def _augmented_matrices(model, stations):
+    """kappa = (s, u) -> kappa' and kappa -> h(stations) of the linear latent model."""
+    latent = model.latent_dim
+    transition = torch.zeros(latent + 1, latent + 1, dtype=F64)
+    transition[:latent, :latent] = model.propagator
+    transition[:latent, latent:] = model.forcing.T
+    transition[latent, latent] = 1.0
+    operator = torch.cat([model._basis(stations), torch.zeros(len(stations), 1, dtype=F64)],
+                         dim=1)
+    return transition, operator
+
+
+def _prior(model, members, seed):
+    """The adapter's prior draw (LD-EnSF's): u ~ U(-1, 1), s_0 = unroll(u, 1)."""
+    generator = torch.Generator().manual_seed(seed)
+    u = 2 * torch.rand(members, model.n_parameters, generator=generator, dtype=F64) - 1
+    return torch.cat([model.unroll(u, 1)[:, 0], u], dim=1)
+
+
+def test_latent_envar_window_is_the_exact_smoother(linear_model):
+    _, observations = linear_observations(linear_model, 2.4, stations=4)
+    members, window = 8, 3  # N - 1 = 7 >= the 3 components of (s, u)
+    analysis = observations.ldensf.assimilate(
+        linear_model, method="latent-envar", members=members, window=window, seed=0,
+        uncertainty="hessian", inflation=1.0, latent_margin=None, return_latent=True,
+        output="members")
+    assert analysis.attrs["xldensf_method"] == "latent-envar"
+    assert analysis["h"].dims == ("time", "member", "x")
+    stations = torch.as_tensor(observations["x"].values)[:, None]
+    transition, operator = _augmented_matrices(linear_model, stations)
+    prior = _prior(linear_model, members, 0)
+    # observation times 0, 1, 2 of the first window: the start is observed directly
+    stacked = torch.cat([operator @ torch.linalg.matrix_power(transition, k)
+                         for k in range(window)])
+    obs_std = float(observations["h_error_std"])
+    values = torch.as_tensor(observations["h"].values[:window]).reshape(-1)
+    mean, cov = batch_solution(prior.mean(0), torch.cov(prior.T), stacked, values, obs_std)
+    latent = torch.as_tensor(analysis["latent"].values)
+    u = linear_model.normalize_parameters(torch.as_tensor(analysis["c"].values)[..., None])
+    kappa = torch.cat([latent, u], dim=-1)
+    assert float(u.abs().max()) < 1  # the parameter clamp is inactive: the problem is linear
+    for k in range(window):
+        power = torch.linalg.matrix_power(transition, k)
+        # float64 round-off, through the parameter (de)normalisation
+        assert float((kappa[k].mean(0) - power @ mean).abs().max()) < 1e-8
+        assert float((torch.cov(kappa[k].T) - power @ cov @ power.T).abs().max()) < 1e-8
+    assert analysis.sizes["time"] == observations.sizes["time"]
+    assert analysis.attrs["xldensf_windows"] == 2
+
+
+def test_latent_envar_rml_moves_the_parameter_towards_the_truth(linear_model):
+    _, observations = linear_observations(linear_model, 2.4, stations=4)
+    analysis = observations.ldensf.assimilate(linear_model, method="latent-envar",
+                                              members=40, window=2, seed=1)
+    final = analysis["c"].isel(time=-1)
+    # prior U(1, 3): mean 2, spread 0.58; six observation times of four stations at 10 %
+    assert abs(float(final.mean()) - 2.4) < 0.1
+    assert 0 < float(final.std()) < 0.3
+    assert math.isfinite(float(analysis["cost_function"].isel(time=-1)))
+
+
+class DetachedLatentModel(LinearLatentModel):
+    """The linear model with dynamics that leave autograd (as a numpy surrogate would)."""
+
+    def advance(self, latent, parameters, steps=1):
+        return super().advance(latent, parameters, steps).detach()
+
+
+def test_bad_input_is_refused_with_expected_and_found(linear_model):
+    _, observations = linear_observations(linear_model, 2.4, stations=3)
+    with pytest.raises(xl.ConfigurationError, match="window: expected at most the 6 "
+                                                    "observation times, found 7"):
+        observations.ldensf.assimilate(linear_model, method="latent-envar", members=4,
+                                       window=7)
+    with pytest.raises(xl.ConfigurationError, match="a differentiable model"):
+        observations.ldensf.assimilate(DetachedLatentModel(), method="latent-envar",
+                                       members=4, window=2)
+    with pytest.raises(xl.UnknownNameError, match="setting of method='latent-envar'.*steps"):
+        observations.ldensf.assimilate(linear_model, method="latent-envar", members=4,
+                                       steps=10)
+    with pytest.raises(xl.UnknownNameError, match="control"):
+        observations.ldensf.assimilate(linear_model, method="latent-envar", members=4,
+                                       control="diagonal")
+    with pytest.raises(xl.ConfigurationError, match="members: expected an integer >= 2"):
+        observations.ldensf.assimilate(linear_model, method="latent-envar", members=1)
+    with pytest.raises(xl.UnknownNameError, match="latent-envar"):
+        observations.ldensf.assimilate(linear_model, method="4dvar", members=4)
