@@ -64,13 +64,10 @@ __all__ = [
     "ADAPTERS",
     "assimilate_full_order",
     "assimilate_latent",
-<<<<<<< HEAD
     "ForecastModel",
     "forecast_model",
     "run_model",
-=======
     "assimilate_latent_envar",
->>>>>>> wip-smoother
     "observation_problem",
     "ObservationProblem",
     "analysis_dataset",
@@ -145,16 +142,11 @@ def assimilate(
         ``parameter_jitter``, ``linearize``, ``latent_margin``, ``coords``,
         ``return_latent``, ``return_forecasts``, sampler settings such as ``steps``).
     method
-<<<<<<< HEAD
         ``"enkf"``, ``"etkf"``, ``"letkf"`` (default) or ``"ensf"`` with a simulator or a
         ForecastModel;
-        ``"ld-ensf"`` (default), ``"etkf"`` or ``"enkf"`` with a LatentModel.
-=======
-        ``"enkf"``, ``"etkf"``, ``"letkf"`` (default) or ``"ensf"`` with a simulator;
         ``"ld-ensf"`` (default), ``"etkf"`` or ``"enkf"`` with a LatentModel;
         ``"latent-envar"`` (LatentModel): the latent 4DEnVar smoother,
         :func:`~xldensf.assimilation.latent_envar.assimilate_latent_envar`.
->>>>>>> wip-smoother
         ``"4dvar"`` (simulator): :func:`~xldensf.assimilation.variational.assimilate_4dvar`.
     members
         Ensemble size (>= 2); ``None``: the adapter's default (20 for a simulator,
