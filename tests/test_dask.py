@@ -173,7 +173,7 @@ def test_distributed_client_options_are_checked(surrogate, tmp_path, capsys):
     path = tmp_path / "l96.ldensf"
     surrogate.save(path)
     assert main(["benchmark", "lorenz96", "--quick", "--model", str(path), "--workers", "0",
-                 "--quiet"]) == 2
+                 "--quiet"]) == 1  # an XLDEnSFError: exit 1 (docs/cli.md)
     assert "workers" in capsys.readouterr().err
     with pytest.raises(SystemExit):   # argparse: mutually exclusive
         main(["benchmark", "lorenz96", "--workers", "2", "--scheduler", "tcp://x:1"])
