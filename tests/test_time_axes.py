@@ -235,3 +235,24 @@ def test_datetimes_without_attributes_beside_spatial_attributes(l96_dated):
     assert bare.time.attrs == {} and bare.k.attrs
     obs = bare.ldensf.observe(stations=10, noise=0.1, seed=0, every=5)
     np.testing.assert_array_equal(obs.time.values, l96_dated.time.values[::5])
+
+
+def test_subsecond_datetimes_round_trip_exactly_through_netcdf(tmp_path):
+    """Datetimes 0.2 s apart were written as float "seconds since" (xarray warned and the
+    times came back up to 1 ns off); the unit is now the coarsest that keeps them integers."""
+    import warnings
+
+    import numpy as np
+    import xarray as xr
+
+    import xldensf as xl
+
+    start = np.datetime64("2011-03-11T05:46:00", "ns")
+    times = start + np.timedelta64(200, "ms") * np.arange(6)
+    dataset = xr.Dataset({"a": ("time", np.arange(6.0))}, coords={"time": times})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        xl.io.write_netcdf(dataset, tmp_path / "t.nc")
+    back = xr.open_dataset(tmp_path / "t.nc")
+    assert (back["time"].values == times).all()
+    assert back["time"].encoding["units"] == "milliseconds since 2011-03-11T05:46:00"

@@ -512,16 +512,33 @@ def datetimes_after(origin: Any, seconds: Any) -> np.ndarray:
     return np.datetime64(origin, "ns") + steps
 
 
-def time_encoding(origin: Any) -> dict[str, str]:
-    """CF netCDF encoding of datetimes: ``seconds since <origin>`` in the standard calendar
-    (or the cftime calendar of ``origin``).
+def time_encoding(origin: Any, times: Any = None) -> dict[str, str]:
+    """CF netCDF encoding of datetimes: ``<unit> since <origin>`` in the standard calendar
+    (or the cftime calendar of ``origin``), the unit the coarsest of seconds, milliseconds,
+    microseconds and nanoseconds in which every one of ``times`` is a whole number (so the
+    times are written as integers, exactly).
 
     Examples
     --------
     >>> time_encoding(parse_datetime("2011-03-11T05:46:00"))["units"]
     'seconds since 2011-03-11T05:46:00'
+    >>> start = np.datetime64("2011-03-11T05:46:00", "ns")
+    >>> time_encoding(start, start + np.timedelta64(200, "ms") * np.arange(3))["units"]
+    'milliseconds since 2011-03-11T05:46:00'
     """
     if cftime is not None and isinstance(origin, cftime.datetime):
         return {"units": f"seconds since {origin.isoformat()}", "calendar": origin.calendar}
-    text = str(np.datetime_as_string(np.datetime64(origin, "s")))
-    return {"units": f"seconds since {text}", "calendar": "proleptic_gregorian"}
+    whole_seconds = np.datetime64(origin, "s")
+    text = str(np.datetime_as_string(whole_seconds))
+    unit = "seconds"
+    if times is not None:
+        values = np.asarray(times)
+        if np.issubdtype(values.dtype, np.datetime64):
+            values = values[~np.isnat(values)]
+            offsets = (values.astype("datetime64[ns]")
+                       - whole_seconds.astype("datetime64[ns]")).astype(np.int64)
+            units = (("seconds", 10**9), ("milliseconds", 10**6), ("microseconds", 10**3),
+                     ("nanoseconds", 1))
+            unit = next(name for name, nanoseconds in units
+                        if not (offsets % nanoseconds).any())
+    return {"units": f"{unit} since {text}", "calendar": "proleptic_gregorian"}

@@ -243,7 +243,8 @@ def cf_time_units(dataset: xr.Dataset) -> xr.Dataset:
                 and "units" not in variable.encoding and variable.size:
             valid = variable.values[~np.isnat(variable.values)]
             if valid.size:
-                variable.encoding = {**variable.encoding, **time_encoding(valid.min())}
+                variable.encoding = {**variable.encoding,
+                                     **time_encoding(valid.min(), valid)}
     return out
 
 

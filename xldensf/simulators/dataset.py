@@ -171,5 +171,5 @@ def trajectory_to_dataset(
     }
     dataset = xr.Dataset(data_vars, coords=coords, attrs=attrs)
     if start is not None:
-        dataset[TIME_DIM].encoding.update(time_encoding(start))
+        dataset[TIME_DIM].encoding.update(time_encoding(start, dataset[TIME_DIM].values))
     return dataset

@@ -401,5 +401,6 @@ def forecast(model: LatentModel, parameters: Any, times: Any = None, coords: Any
                   "xldensf_version": __version__})
     dataset = xr.Dataset(data_vars, coords=coordinates, attrs=attrs)
     if reference is not None:
-        dataset[time_name].encoding.update(time_encoding(reference))
+        dataset[time_name].encoding.update(
+            time_encoding(reference, dataset[time_name].values))
     return dataset
