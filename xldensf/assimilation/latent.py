@@ -239,10 +239,11 @@ def assimilate_latent(
         score makes the analysis a nudge toward the observation whose strength is set by
         the step count.
     likelihood
-        ``None`` (default): ``"encoder"`` on the layout the model's encoder was trained
-        for, else ``"decoder"`` (see :func:`default_likelihood`). ``"decoder"``: any
-        layout; ``"encoder"``: the paper's LSTM latent
-        observations; needs the encoder's station layout, see :func:`encoder_layout`).
+        ``None`` (default): ``"decoder"`` on every layout (on the encoder's own layout too,
+        where it is also the more accurate; see :func:`default_likelihood`).
+        ``"decoder"``: the decoder at the stations, any layout; ``"encoder"``: the paper's
+        LSTM latent observations (needs the encoder's station layout, see
+        :func:`encoder_layout`).
     obs_error
         Override of the observation error standard deviation (decoder likelihood), as in
         :func:`xldensf.assimilation.assimilate`.
