@@ -19,6 +19,11 @@ from xldensf.assimilation import (
     encoder_layout,
     training_latent_box,
 )
+from xldensf.assimilation.latent import (
+    DEFAULT_LATENT_INFLATION,
+    DEFAULT_LATENT_STEPS,
+    DEFAULT_LATENT_TIME_POWER,
+)
 from xldensf.errors import ConfigurationError, FilterDivergenceError
 from xldensf.surrogate import LatentModel, LDNetConfig, SurrogateMetadata, fit
 
@@ -287,11 +292,10 @@ def test_encoder_likelihood_on_its_layout(wave_model, wave_truth):
                                               seed=0, steps=20, return_latent=True)
     assert analysis["latent"].dims == ("time", "member", "latent")
     assert 0 < float(json.loads(analysis.attrs["xldensf_settings"])["latent_obs_std"]) < 10
-    # without likelihood=: the encoder on its own layout (same analysis), the decoder elsewhere
+    # without likelihood=: the decoder on every layout, the encoder's own included
     default = observations.ldensf.assimilate(wave_model, members=10, seed=0, steps=20,
                                              return_latent=True)
-    assert default.attrs["xldensf_likelihood"] == "encoder"
-    np.testing.assert_array_equal(default["latent"], analysis["latent"])
+    assert default.attrs["xldensf_likelihood"] == "decoder"
     other = wave_truth.ldensf.observe(stations=3, noise=0.1, seed=1)
     assert other.ldensf.assimilate(wave_model, members=10, seed=0, steps=20).attrs[
         "xldensf_likelihood"] == "decoder"
@@ -398,6 +402,12 @@ def test_paper_configuration_by_name(monkeypatch):
     default = observations.ldensf.assimilate(model, members=10, seed=0)
     assert default.attrs["xldensf_analysis"] == "bayesian"
     assert json.loads(default.attrs["xldensf_settings"])["ensf"]["prior_score"] == "gaussian"
+    # the latent defaults of the sampler (fewer steps than the kernel's), overridable
+    ensf = json.loads(default.attrs["xldensf_settings"])["ensf"]
+    assert (ensf["steps"], ensf["time_power"], ensf["inflation"]) == (
+        DEFAULT_LATENT_STEPS, DEFAULT_LATENT_TIME_POWER, DEFAULT_LATENT_INFLATION)
+    more = observations.ldensf.assimilate(model, members=10, seed=0, steps=30)
+    assert json.loads(more.attrs["xldensf_settings"])["ensf"]["steps"] == 30
 
 
 def test_output_options_give_the_full_decode(wave_model, wave_truth):

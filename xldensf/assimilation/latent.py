@@ -13,7 +13,8 @@ latent ``kappa = (s, u)`` of Xiao, Si & Chen (ICLR 2026, arXiv 2411.19305):
   the trained range ``[-1, 1]``;
 - analysis (``analysis="bayesian"``, default): the default EnSF (Gaussian prior score
   from the ensemble's moments, likelihood at the Tweedie estimate) on the joint latent
-  state and parameters, with multiplicative inflation; or ``analysis="paper"``, the
+  state and parameters, with multiplicative inflation, :data:`DEFAULT_LATENT_STEPS`
+  sampler steps on the grid :data:`DEFAULT_LATENT_TIME_POWER`; or ``analysis="paper"``, the
   reference code's settings (:meth:`~xldensf.filters.ensf.EnSF.paper`, a nudge). The
   likelihood is ``"decoder"`` (the decoder at the stations, any layout; by default its
   least-squares linear fit over the forecast members, one decoder pass per cycle) or
@@ -90,6 +91,8 @@ __all__ = [
     "DEFAULT_LATENT_MEMBERS",
     "DEFAULT_LATENT_INFLATION",
     "DEFAULT_LATENT_MARGIN",
+    "DEFAULT_LATENT_STEPS",
+    "DEFAULT_LATENT_TIME_POWER",
     "PHASES",
 ]
 
@@ -113,6 +116,15 @@ DEFAULT_LATENT_MEMBERS = 200
 #: latent dynamics are deterministic and the parameters persist, so without it the
 #: ensemble loses its spread over the cycles (docs/ldensf.md).
 DEFAULT_LATENT_INFLATION = 1.1
+#: Default sampler steps of the default latent EnSF (``steps=`` overrides): with the
+#: Gaussian prior score and the ensemble-linearised decoder the posterior of each analysis
+#: is Gaussian, and 20 steps on the grid :data:`DEFAULT_LATENT_TIME_POWER` give its mean to
+#: rounding and its spread within a fifth (the kernel's default 100 steps: a twentieth) at
+#: a fifth of the cost (docs/ldensf.md).
+DEFAULT_LATENT_STEPS = 20
+#: Default time grid of the default latent EnSF, ``t_k = (1 - k / steps) ** 3``: more of
+#: the few steps near ``t = 0``, where the scores are stiffest (docs/ldensf.md).
+DEFAULT_LATENT_TIME_POWER = 3.0
 #: Phases timed in the attrs of the analysis, ``xldensf_seconds_<phase>`` (wall seconds,
 #: summed over cycles): the latent prediction steps (with the prior's start), the analyses
 #: (with the encoder or the station operators they need), and the decoding of the output.
@@ -168,7 +180,9 @@ def _kernel(method: str, analysis: str, settings: dict[str, Any], case: str | No
         ensf = EnSF.paper(case, **settings)
         return StandardizedAnalysis(ensf, fixed_scale=1.0 / ensf.latent_scale,
                                     n_regressed=n_regressed, linearize=linearize), ensf
-    ensf = get_filter("ensf", **{"inflation": DEFAULT_LATENT_INFLATION, **settings})
+    ensf = get_filter("ensf", **{"inflation": DEFAULT_LATENT_INFLATION,
+                                 "steps": DEFAULT_LATENT_STEPS,
+                                 "time_power": DEFAULT_LATENT_TIME_POWER, **settings})
     # standardised by the forecast's mean and spread, uncapped: the Tweedie likelihood is
     # no stiffer than the prior, so the cap of the damped likelihood is not needed
     wrapped = StandardizedAnalysis(ensf, fixed_scale=None if standardize else 1.0, cap=None,
@@ -232,17 +246,20 @@ def assimilate_latent(
     analysis
         ``"bayesian"`` (default): the default :class:`~xldensf.filters.ensf.EnSF` (Gaussian
         prior score from the ensemble's moments, likelihood at the Tweedie estimate), a
-        posterior sampler. ``"paper"``: the LD-EnSF reference code,
+        posterior sampler, with ``inflation`` :data:`DEFAULT_LATENT_INFLATION`, ``steps``
+        :data:`DEFAULT_LATENT_STEPS` and ``time_power`` :data:`DEFAULT_LATENT_TIME_POWER`
+        unless given in ``settings``. ``"paper"``: the LD-EnSF reference code,
         ``EnSF.paper(case)`` for the model's ``xldensf_case`` attr, run on the latent
         state and parameters times ``latent_scale`` (100) with ``latent_obs_std`` (0.1)
         in those scaled units, no standardisation and no score clip; its member-paired
         score makes the analysis a nudge toward the observation whose strength is set by
         the step count.
     likelihood
-        ``None`` (default): ``"encoder"`` on the layout the model's encoder was trained
-        for, else ``"decoder"`` (see :func:`default_likelihood`). ``"decoder"``: any
-        layout; ``"encoder"``: the paper's LSTM latent
-        observations; needs the encoder's station layout, see :func:`encoder_layout`).
+        ``None`` (default): ``"decoder"`` on every layout (on the encoder's own layout too,
+        where it is also the more accurate; see :func:`default_likelihood`).
+        ``"decoder"``: the decoder at the stations, any layout; ``"encoder"``: the paper's
+        LSTM latent observations (needs the encoder's station layout, see
+        :func:`encoder_layout`).
     obs_error
         Override of the observation error standard deviation (decoder likelihood), as in
         :func:`xldensf.assimilation.assimilate`.

@@ -9,6 +9,7 @@ decoded members (``"mean"``). Used by :func:`~xldensf.assimilation.latent.assimi
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping
 from typing import Any
 
@@ -68,9 +69,15 @@ def _decoded_fields(decode: Any, ensemble: torch.Tensor, output: str
         else:
             first = decode(frames[0][:1])
             shape, n_members = first.shape[1:], frames[0].shape[0]
-            stacked = da.stack([da.from_delayed(dask.delayed(decode, pure=True)(frame),
-                                                shape=(n_members, *shape), dtype=np.float64)
-                                for frame in frames])
+            # explicit keys: dask's default tokenising pickles ``decode`` (the whole model)
+            # once per frame, which cost more than the filter itself
+            token = f"xldensf-decode-{uuid.uuid4().hex}"
+            delayed_decode = dask.delayed(decode, name=token, pure=False)
+            stacked = da.stack([
+                da.from_delayed(delayed_decode(frame, dask_key_name=f"{token}-{index}"),
+                                shape=(n_members, *shape), dtype=np.float64,
+                                name=f"{token}-array-{index}")
+                for index, frame in enumerate(frames)])
             return "members", [stacked[:, :, index] for index in range(shape[0])]
     if output == "members":  # frame by frame: bounded working memory on any grid
         decoded = np.stack([decode(frame) for frame in frames])

@@ -203,6 +203,8 @@ class _Moments:
     variance: torch.Tensor
     coordinates: torch.Tensor
     observed: torch.Tensor | None
+    #: ``G^T G`` (b, k, k), or ``None`` without ``observed``.
+    observed_gram: torch.Tensor | None = None
 
 
 def _ensemble_moments(problem: Problem, observed: bool) -> _Moments:
@@ -218,7 +220,8 @@ def _ensemble_moments(problem: Problem, observed: bool) -> _Moments:
         projected = (projected - projected.mean(dim=1, keepdim=True)) \
             * problem.inverse_std[:, None, :]
         gram = projected.transpose(-1, -2) @ left / math.sqrt(members - 1)
-    return _Moments(mean, basis, singular.square(), coordinates, gram)
+    return _Moments(mean, basis, singular.square(), coordinates, gram,
+                    None if gram is None else gram.transpose(-1, -2) @ gram)
 
 
 def _vector_jacobian(operator: ObservationOperator, state: torch.Tensor,
@@ -514,11 +517,28 @@ class EnSF(EnsembleFilter):
         """Likelihood score of the denoised estimate (module docstring)."""
         denoised = (z + beta2 * prior) / alpha
         damping = (beta2 / (alpha ** 2 * moments.variance + beta2)).sqrt()     # (b, k)
+        inverse_std = problem.inverse_std[:, None, :]
+        if self.jacobian == "ensemble":
+            # (J V)^T w = diag(1/s) G^T R^1/2 w, w = R^-1/2 (I - O (O^T O + I)^-1 O^T) R^-1/2
+            # (y - H(xhat)) with O = G D: in the k-dimensional subspace, m (I - D (D Q D +
+            # I)^-1 D Q) with m = (y - H(xhat)) R^-1/2 G and Q = G^T G. No autograd, one
+            # operator pass per step.
+            gram = moments.observed_gram                                        # (b, k, k)
+            small = torch.linalg.cholesky(
+                damping[:, :, None] * gram * damping[:, None, :]
+                + torch.eye(gram.shape[-1], dtype=z.dtype, device=z.device))
+            solved = torch.cholesky_solve(damping[:, :, None] * gram, small)   # (b, k, k)
+            transfer = torch.eye(gram.shape[-1], dtype=z.dtype, device=z.device) \
+                - damping[:, :, None] * solved
+            misfit = (problem.observations[:, None, :] - problem.operator.apply(denoised)) \
+                * inverse_std
+            projected = (misfit @ moments.observed) @ transfer                  # (b, M, k)
+            gain = alpha * moments.variance.sqrt() / (alpha ** 2 * moments.variance + beta2)
+            return (projected * gain[:, None, :]) @ moments.basis
         observed = moments.observed * damping[:, None, :]                      # (b, n, k)
         small = torch.linalg.cholesky(
             observed.transpose(-1, -2) @ observed
             + torch.eye(observed.shape[-1], dtype=z.dtype, device=z.device))
-        inverse_std = problem.inverse_std[:, None, :]
 
         def weights_of(predicted: torch.Tensor) -> torch.Tensor:
             misfit = (problem.observations[:, None, :] - predicted) * inverse_std
@@ -526,13 +546,6 @@ class EnSF(EnsembleFilter):
                                           small)                               # (b, k, M)
             return (misfit - (observed @ solved).transpose(-1, -2)) * inverse_std
 
-        if self.jacobian == "ensemble":
-            # (J V)^T w = diag(1/s) G^T R^1/2 w: no autograd, one operator pass per step.
-            weights = weights_of(problem.operator.apply(denoised)) / inverse_std.clamp(
-                min=1e-300) * (inverse_std > 0)
-            projected = weights @ moments.observed                              # (b, M, k)
-            gain = alpha * moments.variance.sqrt() / (alpha ** 2 * moments.variance + beta2)
-            return (projected * gain[:, None, :]) @ moments.basis
         _, gradient = _vector_jacobian(problem.operator, denoised, weights_of)
         gain = alpha * moments.variance / (alpha ** 2 * moments.variance + beta2)
         return ((gradient @ moments.basis.transpose(-1, -2)) * gain[:, None, :]) @ moments.basis
