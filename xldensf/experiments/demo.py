@@ -2,12 +2,12 @@
 
 The whole pipeline on the small tsunami preset: simulate a truth, observe it with 10% noise
 at the regular 4 x 4 stations that the shipped surrogate's observation encoder was trained
-for, assimilate with LD-EnSF (the latent surrogate shipped in ``xldensf/data/models``,
-encoder likelihood as in the paper) and with the full-space LETKF on the same
-observations, score both, and write the truth and the LD-EnSF analysis as netCDF and a
-figure as PNG. :func:`run_demo` returns the scores; :func:`demo_report` formats them as the
-table that ``xldensf demo`` prints. (On other layouts LD-EnSF uses the decoder likelihood,
-which tracks this surrogate less well: ``docs/ldensf.md``.)
+for, assimilate with LD-EnSF (the latent surrogate shipped in ``xldensf/data/models``, its
+default analysis: the decoder at the stations, which works on any layout) and with the
+full-space LETKF on the same observations, score both, and write the truth and the LD-EnSF
+analysis as netCDF and a figure as PNG. :func:`run_demo` returns the scores;
+:func:`demo_report` formats them as the table that ``xldensf demo`` prints
+(``docs/ldensf.md`` explains the default).
 
 The shipped surrogate is regenerated with one command::
 
