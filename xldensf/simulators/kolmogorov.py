@@ -28,6 +28,11 @@ condition ``dt * U * (1/dx + 1/dy) <= cfl_max`` with the velocity bound ``U``
 (:attr:`KolmogorovConfig.velocity_bound`); the time step is chosen from it, and a
 ``dt`` override that breaks it raises :class:`~xldensf.errors.ConfigurationError`.
 
+Initial condition: a random large-scale vorticity field, by default one field shared by
+every run (``initial_field="shared"``, drawn from ``initial_seed``) so that runs differ
+only through ``Re``, or one field per run from the run's seed (``"per_run"``); then a
+spin-up at each run's ``Re`` or at ``spinup_reynolds`` (:class:`KolmogorovConfig`).
+
 The laminar Kolmogorov flow ``u = A sin(n y) / (nu n^2 + drag)``, ``v = 0`` is an exact
 steady solution (stable at low ``Re``; :meth:`KolmogorovSimulator.laminar_state`).
 
