@@ -35,7 +35,8 @@ def _spectral_derivatives(model, field):
 
 @pytest.fixture(scope="module")
 def turbulent_state():
-    """A 32 x 32 state at Re = 1000 after the small preset's spin-up (10 time units)."""
+    """A 32 x 32 state at Re = 1000 and 700 after the former small preset's spin-up (own
+    random field, 10 time units)."""
     model = _small()
     parameters = model.tensor([[1000.0], [700.0]])
     return model.initial_state(parameters, torch.Generator().manual_seed(0)), parameters
