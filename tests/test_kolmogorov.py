@@ -1,6 +1,6 @@
 """Verification of the Kolmogorov-flow simulator: energy budget (instantaneous and
-time-averaged), incompressibility, the laminar solution, precision, batching, CF output
-and input errors."""
+time-averaged), incompressibility, the laminar solution, precision, batching, CF output,
+the shared and per-run initial fields, and input errors."""
 
 from __future__ import annotations
 
@@ -13,9 +13,14 @@ import torch
 import xldensf as xl
 from xldensf.simulators.kolmogorov import KolmogorovSimulator
 
+#: The former small preset (before the shared initial field): per-run random vorticity
+#: spun up for 10 time units at each run's Re. The verification tests below use it, so that
+#: their recorded numbers (docs/simulators/kolmogorov.md) keep their meaning.
+PER_RUN = {"initial_field": "per_run", "spinup_time": 10.0, "spinup_reynolds": None}
+
 
 def _small(**config) -> KolmogorovSimulator:
-    return xl.simulator("kolmogorov", preset="small", **config)
+    return xl.simulator("kolmogorov", preset="small", **{**PER_RUN, **config})
 
 
 def _spectral_derivatives(model, field):
@@ -30,7 +35,8 @@ def _spectral_derivatives(model, field):
 
 @pytest.fixture(scope="module")
 def turbulent_state():
-    """A 32 x 32 state at Re = 1000 after the small preset's spin-up (10 time units)."""
+    """A 32 x 32 state at Re = 1000 and 700 after the former small preset's spin-up (own
+    random field, 10 time units)."""
     model = _small()
     parameters = model.tensor([[1000.0], [700.0]])
     return model.initial_state(parameters, torch.Generator().manual_seed(0)), parameters
@@ -195,7 +201,8 @@ def test_batched_equals_single(turbulent_state):
 def test_simulate_dataset_and_seeds():
     """CF metadata, nondimensional coordinates, random initial states from the seed and
     batch-size independence of the random draws."""
-    settings = {"preset": "small", "n_outputs": 3, "spinup_time": 1.0}
+    settings = {"preset": "small", "n_outputs": 3, "spinup_time": 1.0,
+                "initial_field": "per_run"}
     ds = xl.simulate("kolmogorov", runs=2, seed=3, **settings)
     assert ds["vorticity"].dims == ("run", "time", "y", "x")
     assert list(ds.data_vars) == ["u", "v", "vorticity"]
@@ -232,6 +239,9 @@ def test_simulate_dataset_and_seeds():
         ({"drag": -0.1}, "drag"),
         ({"n_outputs": 0}, "n_outputs"),
         ({"initial_perturbation": -1.0}, "initial_perturbation"),
+        ({"initial_field": "random"}, "initial_field"),
+        ({"initial_seed": 1.5}, "initial_seed"),
+        ({"spinup_reynolds": 0.5}, "spinup_reynolds"),
         ({"viscosity": 0.01}, "configuration keys"),
         ({"dtype": "float16"}, "dtype"),
     ],
@@ -239,6 +249,69 @@ def test_simulate_dataset_and_seeds():
 def test_bad_configuration(kwargs, text):
     with pytest.raises(xl.ConfigurationError, match=text):
         _small(**kwargs)
+
+
+def _relative(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Relative RMS difference over the grid, per leading index."""
+    return np.sqrt(((a - b) ** 2).mean((-2, -1)) / (b**2).mean((-2, -1)))
+
+
+def test_shared_initial_field_runs_differ_only_through_re():
+    """Small preset (shared field, spin-up at Re = 1000): the seed draws only Re; runs of
+    equal Re are identical whatever the seed, all runs share the first frame, and runs of
+    different Re separate after it."""
+    settings = {"preset": "small", "n_outputs": 6, "spinup_time": 0.4}
+    fixed = {"Re": [700.0, 700.0, 1300.0]}
+    a = xl.simulate("kolmogorov", parameters=fixed, seed=1, **settings)
+    b = xl.simulate("kolmogorov", parameters=fixed, seed=2, **settings)
+    for name in ("u", "v", "vorticity"):
+        np.testing.assert_array_equal(a[name].values, b[name].values)
+    vorticity = a["vorticity"].values                         # (run, time, y, x)
+    np.testing.assert_array_equal(vorticity[0], vorticity[1])
+    np.testing.assert_array_equal(vorticity[0, 0], vorticity[2, 0])
+    assert float(_relative(vorticity[2, -1], vorticity[0, -1])) > 1e-3
+    # Drawn Re: different seeds give different Re, hence different runs.
+    drawn = [xl.simulate("kolmogorov", runs=1, seed=seed, **settings) for seed in (1, 2)]
+    assert float(drawn[0]["Re"][0]) != float(drawn[1]["Re"][0])
+    assert float(np.abs(drawn[0]["u"][0, -1] - drawn[1]["u"][0, -1]).max()) > 1e-4
+
+
+def test_shared_field_with_own_re_spinup():
+    """The paper's protocol (shared field, spin-up at each run's Re): the seed still does
+    not matter, but the first frames differ between Re."""
+    settings = {"preset": "small", "n_outputs": 2, "spinup_reynolds": None,
+                "spinup_time": 1.0}
+    fixed = {"Re": [700.0, 1300.0]}
+    a = xl.simulate("kolmogorov", parameters=fixed, seed=1, **settings)
+    b = xl.simulate("kolmogorov", parameters=fixed, seed=2, **settings)
+    np.testing.assert_array_equal(a["vorticity"].values, b["vorticity"].values)
+    first = a["vorticity"].values[:, 0]
+    assert float(_relative(first[1], first[0])) > 1e-3
+
+
+def test_per_run_field_differs_by_seed():
+    """initial_field="per_run": equal Re, different seeds -> different runs; the same seed
+    -> the same run."""
+    settings = {"preset": "small", "n_outputs": 2, "spinup_time": 0.2,
+                "initial_field": "per_run"}
+    fixed = {"Re": [1000.0]}
+    a, b, c = (xl.simulate("kolmogorov", parameters=fixed, seed=seed, **settings)
+               for seed in (1, 1, 2))
+    np.testing.assert_array_equal(a["vorticity"].values, b["vorticity"].values)
+    assert float(_relative(c["vorticity"].values, a["vorticity"].values).min()) > 0.5
+
+
+def test_trajectory_is_smooth_in_re():
+    """Small preset: the last frame changes linearly with Re over a few units (Re + 10
+    moves it ~10x as far as Re + 1), and little (measured at Re = 1000, frame 20: 6.9e-4
+    for Re + 1, 6.9e-3 for Re + 10, u)."""
+    model = xl.simulator("kolmogorov", preset="small")
+    trajectory = model.trajectory(model.tensor([[1000.0], [1001.0], [1010.0]])).numpy()
+    u_last = trajectory[:, -1, 0]
+    step_1 = float(_relative(u_last[1], u_last[0]))
+    step_10 = float(_relative(u_last[2], u_last[0]))
+    assert step_1 < 2e-3, step_1
+    assert 7.0 < step_10 / step_1 < 13.0, (step_1, step_10)
 
 
 def test_cfl_time_step_choice():

@@ -28,6 +28,11 @@ condition ``dt * U * (1/dx + 1/dy) <= cfl_max`` with the velocity bound ``U``
 (:attr:`KolmogorovConfig.velocity_bound`); the time step is chosen from it, and a
 ``dt`` override that breaks it raises :class:`~xldensf.errors.ConfigurationError`.
 
+Initial condition: a random large-scale vorticity field, by default one field shared by
+every run (``initial_field="shared"``, drawn from ``initial_seed``) so that runs differ
+only through ``Re``, or one field per run from the run's seed (``"per_run"``); then a
+spin-up at each run's ``Re`` or at ``spinup_reynolds`` (:class:`KolmogorovConfig`).
+
 The laminar Kolmogorov flow ``u = A sin(n y) / (nu n^2 + drag)``, ``v = 0`` is an exact
 steady solution (stable at low ``Re``; :meth:`KolmogorovSimulator.laminar_state`).
 
@@ -53,7 +58,10 @@ from ..errors import ConfigurationError, expected_found
 from .base import CoordinateSpec, ParameterSpec, Simulator
 from .registry import register
 
-__all__ = ["KolmogorovConfig", "KolmogorovSimulator"]
+__all__ = ["INITIAL_FIELDS", "KolmogorovConfig", "KolmogorovSimulator"]
+
+#: Values of :attr:`KolmogorovConfig.initial_field`.
+INITIAL_FIELDS = ("shared", "per_run")
 
 # Spalart, Moser & Rogers (1991) low-storage IMEX RK3/CN: explicit weights of the current
 # (gamma) and previous (zeta) stage tendencies; the implicit weights are (gamma + zeta) / 2.
@@ -74,16 +82,29 @@ class KolmogorovConfig:
     n_outputs
         Stored frames, including the initial one (at the end of the spin-up).
     spinup_time
-        Time integrated from the random initial vorticity before the first stored frame.
-        From the default initial field the domain energy reaches its statistically steady
-        range (about 0.8-1.4) within ~5 time units and an initial overshoot has decayed by
-        ~15 (measured at 64 x 64 and 150 x 150); the default 20 is two drag times.
+        Time integrated from the random initial vorticity before the first stored frame
+        (LD-EnSF: 4). From the default initial field the domain energy reaches its
+        statistically steady range (about 0.8-1.4) within ~5 time units and an initial
+        overshoot has decayed by ~15 (measured at 64 x 64 and 150 x 150).
     initial_perturbation
-        Root-mean-square of the random initial vorticity (drawn from the generator passed to
-        :meth:`KolmogorovSimulator.initial_internal`; ``0`` starts from rest).
+        Root-mean-square of the random initial vorticity (``0`` starts from rest).
     initial_wavenumber
         Wavenumber ``k0`` of the initial random field, whose energy spectrum is
         proportional to ``k^4 exp(-(k / k0)^2)`` (smooth, large scales).
+    initial_field
+        ``"shared"`` (LD-EnSF): every run starts from the same random vorticity, drawn from
+        ``initial_seed``, so that runs differ only through ``Re`` (the seed of
+        :func:`xldensf.simulate` then draws only the parameters). ``"per_run"``: each run
+        draws its own field from the generator passed to
+        :meth:`KolmogorovSimulator.initial_internal` (genuine initial-state uncertainty;
+        the state is then not a function of ``Re``).
+    initial_seed
+        Seed of the shared initial field.
+    spinup_reynolds
+        ``Re`` of the spin-up; ``None`` (LD-EnSF) spins each run up at its own ``Re``. A
+        value makes the first frame of a shared-field configuration the same for every run,
+        so that the runs differ only by what ``Re`` does after it: the trajectory is then a
+        much smoother function of ``Re`` (``docs/simulators/kolmogorov.md``).
     dt
         Time step; ``None`` chooses the largest step that divides ``dt_out`` and satisfies
         the CFL condition.
@@ -109,9 +130,12 @@ class KolmogorovConfig:
     n_grid: int = 150
     dt_out: float = 0.2
     n_outputs: int = 40
-    spinup_time: float = 20.0
+    spinup_time: float = 4.0
     initial_perturbation: float = 5.0
     initial_wavenumber: float = 4.0
+    initial_field: str = "shared"
+    initial_seed: int = 0
+    spinup_reynolds: float | None = None
     dt: float | None = None
     cfl_max: float = 0.5
     velocity_bound: float = 7.0
@@ -123,13 +147,16 @@ class KolmogorovConfig:
 
     @classmethod
     def paper(cls) -> KolmogorovConfig:
-        """LD-EnSF: 150 x 150, 40 frames every 0.2 after the spin-up, ``Re ~ U(500, 1500)``."""
+        """LD-EnSF: 150 x 150, one shared initial field spun up for 4 time units at each
+        run's ``Re``, 40 frames every 0.2, ``Re ~ U(500, 1500)``."""
         return cls()
 
     @classmethod
     def small(cls) -> KolmogorovConfig:
-        """32 x 32, short spin-up and 21 frames: seconds on one CPU core."""
-        return cls(n_grid=32, n_outputs=21, spinup_time=10.0)
+        """32 x 32, 21 frames, one shared initial field spun up for 4 time units at
+        ``Re = 1000`` (the same first frame for every run): seconds on one CPU core, and a
+        trajectory smooth enough in ``Re`` for a small surrogate."""
+        return cls(n_grid=32, n_outputs=21, spinup_reynolds=1000.0)
 
 
 @register
@@ -195,6 +222,16 @@ class KolmogorovSimulator(Simulator):
             raise ConfigurationError(expected_found(
                 "initial_perturbation/initial_wavenumber", ">= 0, > 0",
                 (config.initial_perturbation, config.initial_wavenumber)))
+        if config.initial_field not in INITIAL_FIELDS:
+            raise ConfigurationError(expected_found(
+                "initial_field", " or ".join(map(repr, INITIAL_FIELDS)), config.initial_field))
+        if not isinstance(config.initial_seed, int) or isinstance(config.initial_seed, bool):
+            raise ConfigurationError(expected_found(
+                "initial_seed", "an integer", config.initial_seed))
+        if config.spinup_reynolds is not None and not 1.0 <= config.spinup_reynolds <= 1.0e5:
+            raise ConfigurationError(expected_found(
+                "spinup_reynolds", "None or a Reynolds number in [1, 1e5]",
+                config.spinup_reynolds))
         largest = config.cfl_max / (config.velocity_bound * 2.0 / self.grid_spacing)
         if config.dt is not None:
             if not 0 < config.dt <= largest:
@@ -255,23 +292,46 @@ class KolmogorovSimulator(Simulator):
         return (1.0 / parameters[:, 0])[:, None, None]
 
     def initial_internal(self, parameters, generator=None):
-        n = self.config.n_grid
+        config = self.config
         batch = parameters.shape[0]
-        if self.config.initial_perturbation > 0:
+        if config.initial_field == "shared" and (
+                config.spinup_reynolds is not None or config.spinup_time == 0):
+            # Every run starts from the same spun-up state: integrate it once and copy it,
+            # so that the runs are identical at the first frame (bit for bit).
+            one = self._random_vorticity(1, None)
+            one = self._spin_up(one, parameters[:1])
+            return one.expand(batch, *one.shape[1:]).clone()
+        return self._spin_up(self._random_vorticity(batch, generator), parameters)
+
+    def _random_vorticity(self, batch: int, generator: torch.Generator | None) -> torch.Tensor:
+        """Spectral initial vorticity ``(batch, N, N // 2 + 1)``: the shared field (from
+        ``initial_seed``) or one draw per run from ``generator``, per ``initial_field``."""
+        n = self.config.n_grid
+        if self.config.initial_perturbation == 0:
+            return torch.zeros((batch, n, n // 2 + 1), dtype=self._forcing_hat.dtype,
+                               device=self.device)
+        if self.config.initial_field == "shared":
+            # One field for every run, from initial_seed (the run's generator is unused).
+            shared = torch.Generator().manual_seed(self.config.initial_seed)
+            noise = torch.randn((n, n), generator=shared, dtype=torch.float64)
+            noise = noise.expand(batch, n, n)
+        else:
             # One draw per run (float64, CPU), so that a run does not depend on its batch.
             noise = torch.stack([torch.randn((n, n), generator=generator, dtype=torch.float64)
                                  for _ in range(batch)])
-            noise_hat = torch.fft.rfft2(noise.to(self.device)).to(self._forcing_hat.dtype)
-            k = self._k_squared.sqrt()
-            k0 = self.config.initial_wavenumber
-            # vorticity spectrum k^2 E(k) with E ~ k^4 exp(-(k/k0)^2); amplitude ~ sqrt(E / k)
-            shape = k**2.5 * torch.exp(-0.5 * (k / k0) ** 2) * self._dealias
-            vorticity_hat = noise_hat * shape
-            rms = torch.fft.irfft2(vorticity_hat, s=(n, n)).square().mean((-2, -1)).sqrt()
-            vorticity_hat = vorticity_hat * (self.config.initial_perturbation / rms)[:, None, None]
-        else:
-            vorticity_hat = torch.zeros((batch, n, n // 2 + 1), dtype=self._forcing_hat.dtype,
-                                        device=self.device)
+        noise_hat = torch.fft.rfft2(noise.to(self.device)).to(self._forcing_hat.dtype)
+        k = self._k_squared.sqrt()
+        k0 = self.config.initial_wavenumber
+        # vorticity spectrum k^2 E(k) with E ~ k^4 exp(-(k/k0)^2); amplitude ~ sqrt(E / k)
+        shape = k**2.5 * torch.exp(-0.5 * (k / k0) ** 2) * self._dealias
+        vorticity_hat = noise_hat * shape
+        rms = torch.fft.irfft2(vorticity_hat, s=(n, n)).square().mean((-2, -1)).sqrt()
+        return vorticity_hat * (self.config.initial_perturbation / rms)[:, None, None]
+
+    def _spin_up(self, vorticity_hat: torch.Tensor, parameters: torch.Tensor) -> torch.Tensor:
+        """Integrate ``spinup_time`` at each run's ``Re``, or at ``spinup_reynolds``."""
+        if self.config.spinup_reynolds is not None:
+            parameters = torch.full_like(parameters, self.config.spinup_reynolds)
         for _ in range(round(self.config.spinup_time / self.dt)):
             vorticity_hat = self.step(vorticity_hat, parameters, 0.0)
         return vorticity_hat
