@@ -1,0 +1,289 @@
+"""The coupled VAE of Latent-EnSF (Si & Chen, ICLR 2025) as torch modules (no xarray).
+
+Three networks share one latent space of size ``latent_dim``:
+
+- a state encoder: a full field ``(n_variables, *grid)`` -> latent mean and log-variance;
+- an observation encoder for one station layout: the station values ``(n_obs,)`` ->
+  latent mean and log-variance;
+- one decoder: latent -> full field.
+
+All three are MLPs on normalised values (each variable divided by its spread over the
+training data, each station value likewise). The loss of a batch of fields ``x`` with
+their station values ``y`` is
+
+    |D(z_x) - x|^2 + |D(z_y) - x|^2 + beta [KL(q(z|x) | N(0, I)) + KL(q(z|y) | N(0, I))]
+        + matching |mu_x - mu_y|^2,
+
+with ``z_x ~ q(z|x)`` and ``z_y ~ q(z|y)`` drawn by the reparameterisation trick (squared
+errors averaged over components, the KL terms and the matching term over latent
+components). :func:`train_vae` minimises it with Adam, adding Gaussian noise of standard
+deviation ``noise`` (in normalised units) to the station values, so that the observation
+encoder sees observations like those it will encode in a filter.
+
+Examples
+--------
+>>> import torch
+>>> network = CoupledVAE(n_variables=1, grid_shape=(6,), n_obs=2, latent_dim=2, width=8)
+>>> mean, log_var = network.encode_state(torch.zeros(3, 1, 6))
+>>> tuple(mean.shape), tuple(network.decode(mean).shape)
+((3, 2), (3, 1, 6))
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..errors import ConfigurationError, DataError, check_positive_int, expected_found
+
+__all__ = ["CoupledVAE", "VAELosses", "vae_losses", "train_vae"]
+
+#: Floor of a normalisation scale (a variable without spread, e.g. velocities at rest).
+_SCALE_FLOOR = 1e-12
+#: Log-variances are clamped to this range (keeps exp() finite in early training).
+_LOG_VAR_RANGE = (-12.0, 6.0)
+
+
+def _mlp(n_in: int, width: int, depth: int, n_out: int) -> nn.Sequential:
+    """``depth`` hidden layers of ``width`` SiLU units, then a linear layer."""
+    layers: list[nn.Module] = []
+    size = n_in
+    for _ in range(depth):
+        layers += [nn.Linear(size, width), nn.SiLU()]
+        size = width
+    layers.append(nn.Linear(size, n_out))
+    return nn.Sequential(*layers)
+
+
+class CoupledVAE(nn.Module):
+    """State encoder, observation encoder and shared decoder of Latent-EnSF.
+
+    Parameters
+    ----------
+    n_variables
+        Number of field variables (channels).
+    grid_shape
+        Grid shape of one variable.
+    n_obs
+        Length of the observation vector (observed variables x stations, variable-major).
+    latent_dim
+        Size of the latent space.
+    width, depth
+        Width and number of hidden layers of each MLP.
+
+    Examples
+    --------
+    >>> import torch
+    >>> network = CoupledVAE(n_variables=2, grid_shape=(4, 4), n_obs=3, latent_dim=2, width=8)
+    >>> tuple(network.encode_observations(torch.zeros(5, 3))[0].shape)
+    (5, 2)
+    """
+
+    def __init__(self, n_variables: int, grid_shape: tuple[int, ...], n_obs: int,
+                 latent_dim: int, width: int = 128, depth: int = 2) -> None:
+        super().__init__()
+        self.n_variables = check_positive_int("n_variables", n_variables)
+        self.grid_shape = tuple(int(size) for size in grid_shape)
+        self.n_obs = check_positive_int("n_obs", n_obs)
+        self.latent_dim = check_positive_int("latent_dim", latent_dim)
+        self.width = check_positive_int("width", width)
+        self.depth = check_positive_int("depth", depth)
+        n_field = self.n_variables * math.prod(self.grid_shape)
+        self.state_encoder = _mlp(n_field, width, depth, 2 * latent_dim)
+        self.observation_encoder = _mlp(self.n_obs, width, depth, 2 * latent_dim)
+        self.decoder = _mlp(latent_dim, width, depth, n_field)
+        self.register_buffer("field_center", torch.zeros(self.n_variables))
+        self.register_buffer("field_scale", torch.ones(self.n_variables))
+        self.register_buffer("obs_center", torch.zeros(self.n_obs))
+        self.register_buffer("obs_scale", torch.ones(self.n_obs))
+
+    @property
+    def field_shape(self) -> tuple[int, ...]:
+        """``(n_variables, *grid_shape)``."""
+        return (self.n_variables, *self.grid_shape)
+
+    def set_normalization(self, fields: torch.Tensor, observations: torch.Tensor) -> None:
+        """Centre and scale of each variable and each observation from training data
+        ``fields`` ``(samples, n_variables, *grid)`` and ``observations`` ``(samples, n_obs)``."""
+        flat = fields.transpose(0, 1).reshape(self.n_variables, -1).to(self.field_center)
+        self.field_center.copy_(flat.mean(dim=1))
+        self.field_scale.copy_(flat.std(dim=1).clamp(min=_SCALE_FLOOR))
+        # One scale per observed variable block would also do; per entry keeps each
+        # station's value of order one whatever its location.
+        obs = observations.to(self.obs_center)
+        self.obs_center.copy_(torch.nanmean(obs, dim=0))
+        spread = torch.sqrt(torch.nanmean((obs - self.obs_center).square(), dim=0))
+        self.obs_scale.copy_(torch.nan_to_num(spread, nan=1.0).clamp(min=_SCALE_FLOOR))
+
+    def _normalize_fields(self, fields: torch.Tensor) -> torch.Tensor:
+        shape = (-1, self.n_variables) + (1,) * len(self.grid_shape)
+        if tuple(fields.shape[1:]) != self.field_shape:
+            raise DataError(expected_found("field shape", f"(batch, *{self.field_shape})",
+                                           tuple(fields.shape)))
+        return (fields - self.field_center.reshape(shape)) / self.field_scale.reshape(shape)
+
+    @staticmethod
+    def _split(output: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mean, log_var = output.chunk(2, dim=-1)
+        return mean, log_var.clamp(*_LOG_VAR_RANGE)
+
+    def encode_state(self, fields: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Latent mean and log-variance ``(batch, latent_dim)`` of fields
+        ``(batch, n_variables, *grid)`` in physical units."""
+        normalized = self._normalize_fields(fields)
+        return self._split(self.state_encoder(normalized.flatten(1)))
+
+    def normalize_observations(self, observations: torch.Tensor) -> torch.Tensor:
+        """Observations ``(batch, n_obs)`` in normalised units, missing (NaN) values set to
+        the training mean (0)."""
+        if observations.shape[-1] != self.n_obs:
+            raise DataError(expected_found("observation vector length", self.n_obs,
+                                           observations.shape[-1]))
+        return torch.nan_to_num((observations - self.obs_center) / self.obs_scale, nan=0.0)
+
+    def encode_observations(self, observations: torch.Tensor,
+                            normalized: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """Latent mean and log-variance ``(batch, latent_dim)`` of station values
+        ``(batch, n_obs)`` (physical units unless ``normalized``; NaN = missing)."""
+        values = observations if normalized else self.normalize_observations(observations)
+        return self._split(self.observation_encoder(values))
+
+    def decode_normalized(self, latent: torch.Tensor) -> torch.Tensor:
+        """Normalised fields ``(batch, n_variables, *grid)`` of latents ``(batch, latent_dim)``."""
+        return self.decoder(latent).reshape(-1, *self.field_shape)
+
+    def decode(self, latent: torch.Tensor) -> torch.Tensor:
+        """Fields ``(batch, n_variables, *grid)`` in physical units of latents
+        ``(batch, latent_dim)``."""
+        shape = (1, self.n_variables) + (1,) * len(self.grid_shape)
+        return (self.decode_normalized(latent) * self.field_scale.reshape(shape)
+                + self.field_center.reshape(shape))
+
+
+@dataclass
+class VAELosses:
+    """The terms of the coupled VAE loss (batch means)."""
+
+    total: torch.Tensor
+    state_reconstruction: torch.Tensor
+    observation_reconstruction: torch.Tensor
+    kl: torch.Tensor
+    matching: torch.Tensor
+
+
+def _kl(mean: torch.Tensor, log_var: torch.Tensor) -> torch.Tensor:
+    """``KL(N(mean, exp(log_var)) | N(0, I))`` averaged over latent components and batch."""
+    return 0.5 * (mean.square() + log_var.exp() - 1.0 - log_var).mean()
+
+
+def vae_losses(network: CoupledVAE, fields: torch.Tensor, observations: torch.Tensor, *,
+               beta: float, matching: float, generator: torch.Generator | None = None,
+               normalized_observations: bool = False) -> VAELosses:
+    """The coupled loss of a batch (see the module docstring).
+
+    Examples
+    --------
+    >>> import torch
+    >>> network = CoupledVAE(n_variables=1, grid_shape=(6,), n_obs=2, latent_dim=2, width=8)
+    >>> losses = vae_losses(network, torch.zeros(4, 1, 6), torch.zeros(4, 2), beta=1e-3,
+    ...                     matching=1.0, generator=torch.Generator().manual_seed(0))
+    >>> bool(losses.total >= 0)
+    True
+    """
+    target = network._normalize_fields(fields).flatten(1)
+    state_mean, state_log_var = network.encode_state(fields)
+    obs_mean, obs_log_var = network.encode_observations(observations,
+                                                        normalized=normalized_observations)
+
+    def sample(mean: torch.Tensor, log_var: torch.Tensor) -> torch.Tensor:
+        noise = torch.randn(mean.shape, generator=generator,
+                            dtype=mean.dtype).to(mean.device)
+        return mean + (0.5 * log_var).exp() * noise
+
+    from_state = network.decoder(sample(state_mean, state_log_var))
+    from_obs = network.decoder(sample(obs_mean, obs_log_var))
+    state_error = (from_state - target).square().mean()
+    obs_error = (from_obs - target).square().mean()
+    kl = _kl(state_mean, state_log_var) + _kl(obs_mean, obs_log_var)
+    match = (state_mean - obs_mean).square().mean()
+    total = state_error + obs_error + beta * kl + matching * match
+    return VAELosses(total, state_error, obs_error, kl, match)
+
+
+def train_vae(network: CoupledVAE, fields: torch.Tensor, observations: torch.Tensor, *,
+              steps: int, batch_size: int = 64, learning_rate: float = 1e-3,
+              beta: float = 1e-3, matching: float = 1.0, noise: float = 0.1,
+              generator: torch.Generator | None = None,
+              callback: Callable[[int, VAELosses], None] | None = None) -> VAELosses:
+    """Minimise :func:`vae_losses` with Adam over random mini-batches (cosine-decayed rate).
+
+    Parameters
+    ----------
+    network
+        The VAE; its normalisation is set from the data here.
+    fields
+        Training fields ``(samples, n_variables, *grid)``.
+    observations
+        Their station values ``(samples, n_obs)``, noise-free.
+    steps, batch_size, learning_rate
+        Optimiser steps, samples per step and Adam's initial rate.
+    beta, matching
+        Weights of the KL and latent-matching terms.
+    noise
+        Standard deviation of the Gaussian noise added to the normalised station values
+        at every step (0: none).
+    generator
+        Random generator of the batches, noise and reparameterisation.
+    callback
+        ``callback(step, losses)`` after every step.
+
+    Returns
+    -------
+    VAELosses
+        The losses of the last step.
+
+    Examples
+    --------
+    >>> import torch
+    >>> generator = torch.Generator().manual_seed(0)
+    >>> fields = torch.randn(32, 1, 6, generator=generator)
+    >>> network = CoupledVAE(n_variables=1, grid_shape=(6,), n_obs=2, latent_dim=2, width=8)
+    >>> losses = train_vae(network, fields, fields[:, 0, :2], steps=5, generator=generator)
+    >>> bool(torch.isfinite(losses.total))
+    True
+    """
+    steps = check_positive_int("steps", steps)
+    batch_size = check_positive_int("batch_size", batch_size)
+    if fields.shape[0] != observations.shape[0] or fields.shape[0] < 1:
+        raise ConfigurationError(expected_found("training samples (fields, observations)",
+                                                "the same positive count",
+                                                (fields.shape[0], observations.shape[0])))
+    network.set_normalization(fields, observations)
+    dtype = network.field_center.dtype
+    fields = fields.to(dtype)
+    normalized_obs = network.normalize_observations(observations.to(dtype))
+    optimizer = torch.optim.Adam(network.parameters(), lr=learning_rate)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
+    network.train()
+    losses = None
+    for step in range(steps):
+        index = torch.randint(fields.shape[0], (min(batch_size, fields.shape[0]),),
+                              generator=generator).to(fields.device)
+        obs = normalized_obs[index]
+        if noise > 0:
+            obs = obs + noise * torch.randn(obs.shape, generator=generator,
+                                            dtype=obs.dtype).to(obs.device)
+        losses = vae_losses(network, fields[index], obs, beta=beta, matching=matching,
+                            generator=generator, normalized_observations=True)
+        optimizer.zero_grad(set_to_none=True)
+        losses.total.backward()
+        optimizer.step()
+        schedule.step()
+        if callback is not None:
+            callback(step, losses)
+    network.eval()
+    return VAELosses(**{name: value.detach() for name, value in vars(losses).items()})
