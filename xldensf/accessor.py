@@ -33,6 +33,7 @@ from .metrics import spread_skill_ratio as _spread_skill_ratio
 from .observations import observe as _observe
 from .plot import plot_analysis as _plot_analysis
 from .surrogate import fit as _fit
+from .surrogate import fit_vae as _fit_vae
 
 __all__ = ["LDEnSFAccessor"]
 
@@ -82,6 +83,11 @@ class LDEnSFAccessor:
         return _fit(self._obj, parameters, variables, stations, preset, seed, device,
                     checkpoint_dir, encoder=encoder, progress=progress, callback=callback,
                     **overrides)
+
+    @_documented_by(_fit_vae)
+    def fit_vae(self, stations: Any, variables: Sequence[str] | str | None = None,
+                observed: Sequence[str] | str | None = None, **settings: Any) -> Any:
+        return _fit_vae(self._obj, stations, variables, observed, **settings)
 
     @_documented_by(_rmse)
     def rmse(self, truth: xr.Dataset, variables: Sequence[str] | None = None, *,

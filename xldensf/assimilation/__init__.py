@@ -46,6 +46,7 @@ from .latent import (
     latent_ensemble_dataset,
     training_latent_box,
 )
+from .latent_ensf import LATENT_ENSF_METHOD, assimilate_latent_ensf
 from .likelihoods import (
     DEFAULT_LIKELIHOOD,
     LIKELIHOODS,
@@ -63,6 +64,7 @@ __all__ = [
     "ADAPTERS",
     "assimilate_full_order",
     "assimilate_latent",
+    "assimilate_latent_ensf",
     "ForecastModel",
     "forecast_model",
     "run_model",
@@ -143,6 +145,8 @@ def assimilate(
         ForecastModel;
         ``"ld-ensf"`` (default), ``"etkf"`` or ``"enkf"`` with a LatentModel.
         ``"4dvar"`` (simulator): :func:`~xldensf.assimilation.variational.assimilate_4dvar`.
+        ``"latent-ensf"`` (simulator or ForecastModel, with ``vae=``; the default when
+        ``vae=`` is given): :func:`~xldensf.assimilation.latent_ensf.assimilate_latent_ensf`.
     members
         Ensemble size (>= 2); ``None``: the adapter's default (20 for a simulator,
         :data:`~xldensf.assimilation.latent.DEFAULT_LATENT_MEMBERS` for a LatentModel).
@@ -170,6 +174,11 @@ def assimilate(
         if prior is not None:
             raise ConfigurationError(expected_found("prior with a LatentModel", "None (the "
                                                     "training range)", type(prior).__name__))
+    if method == LATENT_ENSF_METHOD or (method is None and "vae" in settings):
+        if members is not None:
+            settings["members"] = members
+        return assimilate_latent_ensf(observations, model, seed=seed, progress=progress,
+                                      **settings)
     for model_type, adapter in ADAPTERS:
         if isinstance(model, model_type):
             if method is not None:
