@@ -88,10 +88,10 @@ class LDEnSFAccessor:
     def fit_vae(self, stations: Any, variables: Sequence[str] | str | None = None,
                 observed: Sequence[str] | str | None = None, *, seed: int | None = None,
                 steps: int = 2000, latent_dim: int = 8, width: int = 128, depth: int = 2,
-                beta: float = 1e-3, matching: float = 1.0, noise: float = 0.1,
+                modes: int = 256, beta: float = 1e-3, matching: float = 1.0, noise: float = 0.1,
                 batch_size: int = 64, learning_rate: float = 1e-3, device: Any = None) -> Any:
         return _fit_vae(self._obj, stations, variables, observed, seed=seed, steps=steps,
-                        latent_dim=latent_dim, width=width, depth=depth, beta=beta,
+                        latent_dim=latent_dim, width=width, depth=depth, modes=modes, beta=beta,
                         matching=matching, noise=noise, batch_size=batch_size,
                         learning_rate=learning_rate, device=device)
 

@@ -202,7 +202,7 @@ class VAEModel:
                    for key, value in network.state_dict().items()}
         config = {"n_variables": network.n_variables, "grid_shape": list(network.grid_shape),
                   "n_obs": network.n_obs, "latent_dim": network.latent_dim,
-                  "width": network.width, "depth": network.depth}
+                  "width": network.width, "depth": network.depth, "n_modes": network.n_modes}
         header = {
             "format": VAE_FORMAT_NAME,
             "format_version": str(VAE_FORMAT_VERSION),
@@ -242,7 +242,7 @@ class VAEModel:
             metadata = VAEMetadata.from_dict(metadata_json(header, "metadata", path))
             network = CoupledVAE(config["n_variables"], tuple(config["grid_shape"]),
                                  config["n_obs"], config["latent_dim"], config["width"],
-                                 config["depth"])
+                                 config["depth"], config["n_modes"])
             network = network.to(tensors["field_center"].dtype)
             network.load_state_dict(tensors, strict=True)
         except DataError:
@@ -282,6 +282,7 @@ def fit_vae(
     latent_dim: int = 8,
     width: int = 128,
     depth: int = 2,
+    modes: int = 256,
     beta: float = 1e-3,
     matching: float = 1.0,
     noise: float = 0.1,
@@ -312,6 +313,9 @@ def fit_vae(
         Adam steps, frames per step, initial learning rate (cosine-decayed).
     latent_dim, width, depth
         Latent size; width and number of hidden layers of each MLP.
+    modes
+        Number of principal components of the training fields that represent a field
+        (the fixed first layer of the state encoder and last layer of the decoder).
     beta, matching
         Weights of the KL and latent-matching terms of the loss.
     noise
@@ -367,7 +371,7 @@ def fit_vae(
 
     torch.manual_seed(seed)
     network = CoupledVAE(len(variables), tuple(geometry.shape), observations.shape[1],
-                         latent_dim, width, depth)
+                         latent_dim, width, depth, modes)
     target = resolve_device(device)
     network, fields, observations = network.to(target), fields.to(target), observations.to(target)
     generator = torch.Generator().manual_seed(seed)
@@ -376,7 +380,8 @@ def fit_vae(
                        learning_rate=learning_rate, beta=beta, matching=matching, noise=noise,
                        generator=generator)
     seconds = wallclock.perf_counter() - start
-    training = {"steps": steps, "batch_size": batch_size, "learning_rate": learning_rate,
+    training = {"steps": steps, "modes": network.n_modes, "batch_size": batch_size,
+                "learning_rate": learning_rate,
                 "beta": beta, "matching": matching, "noise": noise, "samples": len(fields),
                 "seconds": round(seconds, 3),
                 "losses": {name: float(getattr(losses, name)) for name in
