@@ -87,8 +87,8 @@ class LDEnSFAccessor:
     @_documented_by(_fit_vae)
     def fit_vae(self, stations: Any, variables: Sequence[str] | str | None = None,
                 observed: Sequence[str] | str | None = None, *, seed: int | None = None,
-                steps: int = 2000, latent_dim: int = 8, width: int = 128, depth: int = 2,
-                modes: int = 256, beta: float = 1e-3, matching: float = 1.0, noise: float = 0.1,
+                steps: int = 4000, latent_dim: int = 16, width: int = 256, depth: int = 3,
+                modes: int = 256, beta: float = 1e-4, matching: float = 1.0, noise: float = 0.1,
                 batch_size: int = 64, learning_rate: float = 1e-3, device: Any = None) -> Any:
         return _fit_vae(self._obj, stations, variables, observed, seed=seed, steps=steps,
                         latent_dim=latent_dim, width=width, depth=depth, modes=modes, beta=beta,

@@ -24,7 +24,7 @@ Examples
 >>> train = xl.simulate("lorenz96", runs=3, seed=0, preset="small", n_outputs=6)
 >>> vae = fit_vae(train, stations=regular_layout(train, 8), seed=0, steps=3, width=16)
 >>> vae.latent_dim, vae.metadata.observed
-(8, ('x',))
+(16, ('x',))
 """
 
 from __future__ import annotations
@@ -278,12 +278,12 @@ def fit_vae(
     observed: Sequence[str] | str | None = None,
     *,
     seed: int | None = None,
-    steps: int = 2000,
-    latent_dim: int = 8,
-    width: int = 128,
-    depth: int = 2,
+    steps: int = 4000,
+    latent_dim: int = 16,
+    width: int = 256,
+    depth: int = 3,
     modes: int = 256,
-    beta: float = 1e-3,
+    beta: float = 1e-4,
     matching: float = 1.0,
     noise: float = 0.1,
     batch_size: int = 64,

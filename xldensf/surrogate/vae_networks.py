@@ -53,6 +53,8 @@ __all__ = ["CoupledVAE", "VAELosses", "vae_losses", "train_vae"]
 _SCALE_FLOOR = 1e-12
 #: Log-variances are clamped to this range (keeps exp() finite in early training).
 _LOG_VAR_RANGE = (-12.0, 6.0)
+#: Initial log-variance of the encoders' outputs.
+_INITIAL_LOG_VAR = -6.0
 
 
 def _mlp(n_in: int, width: int, depth: int, n_out: int) -> nn.Sequential:
@@ -108,6 +110,11 @@ class CoupledVAE(nn.Module):
         self.state_encoder = _mlp(self.n_modes, width, depth, 2 * latent_dim)
         self.observation_encoder = _mlp(self.n_obs, width, depth, 2 * latent_dim)
         self.decoder = _mlp(latent_dim, width, depth, self.n_modes)
+        # Start with a small posterior variance (log-variance biases at the lower end): a
+        # decoder fed latents with unit noise from the start only learns the mean field.
+        for encoder in (self.state_encoder, self.observation_encoder):
+            with torch.no_grad():
+                encoder[-1].bias[latent_dim:].fill_(_INITIAL_LOG_VAR)
         self.register_buffer("field_center", torch.zeros(self.n_variables))
         self.register_buffer("field_scale", torch.ones(self.n_variables))
         self.register_buffer("mode_mean", torch.zeros(n_field))
@@ -136,13 +143,19 @@ class CoupledVAE(nn.Module):
         self.obs_scale.copy_(torch.nan_to_num(spread, nan=1.0).clamp(min=_SCALE_FLOOR))
 
     def _set_basis(self, normalized: torch.Tensor) -> None:
-        """The leading principal components of normalised flat fields ``(samples, n_field)``
-        (by the eigenvectors of the smaller of the two Gram matrices, in float64)."""
+        """The leading principal components of normalised flat fields ``(samples, n_field)``:
+        exact (eigenvectors of the smaller Gram matrix, float64) when ``n_modes`` is more
+        than a quarter of the rank, else by randomised SVD (:func:`torch.svd_lowrank`, four
+        power iterations, seeded by torch's global generator)."""
         data = normalized.double()
         mean = data.mean(dim=0)
         centred = data - mean
         samples, n_field = centred.shape
-        if samples < n_field:
+        if 4 * self.n_modes < min(samples, n_field):
+            _, singular, vectors = torch.svd_lowrank(centred.float(), q=self.n_modes + 16,
+                                                     niter=4)
+            singular, basis = singular[: self.n_modes].double(), vectors[:, : self.n_modes].T
+        elif samples < n_field:
             values, vectors = torch.linalg.eigh(centred @ centred.T)
             values, vectors = values.flip(0)[: self.n_modes], vectors.flip(1)[:, : self.n_modes]
             singular = values.clamp(min=0.0).sqrt()
