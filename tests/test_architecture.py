@@ -30,6 +30,7 @@ TENSOR_ONLY = (
     "xldensf.surrogate.encoder",
     "xldensf.surrogate.normalization",
     "xldensf.surrogate.decoder",
+    "xldensf.surrogate.vae_networks",
 )
 #: The one module allowed to print.
 PRINTERS = ("xldensf.cli",)

@@ -33,6 +33,7 @@ from .metrics import spread_skill_ratio as _spread_skill_ratio
 from .observations import observe as _observe
 from .plot import plot_analysis as _plot_analysis
 from .surrogate import fit as _fit
+from .surrogate import fit_vae as _fit_vae
 
 __all__ = ["LDEnSFAccessor"]
 
@@ -84,6 +85,17 @@ class LDEnSFAccessor:
         return _fit(self._obj, parameters, variables, stations, preset, seed, device,
                     checkpoint_dir, encoder=encoder, progress=progress, callback=callback,
                     **overrides)
+
+    @_documented_by(_fit_vae)
+    def fit_vae(self, stations: Any, variables: Sequence[str] | str | None = None,
+                observed: Sequence[str] | str | None = None, *, seed: int | None = None,
+                steps: int = 4000, latent_dim: int = 16, width: int = 256, depth: int = 3,
+                modes: int = 256, beta: float = 1e-4, matching: float = 1.0, noise: float = 0.1,
+                batch_size: int = 64, learning_rate: float = 1e-3, device: Any = None) -> Any:
+        return _fit_vae(self._obj, stations, variables, observed, seed=seed, steps=steps,
+                        latent_dim=latent_dim, width=width, depth=depth, modes=modes, beta=beta,
+                        matching=matching, noise=noise, batch_size=batch_size,
+                        learning_rate=learning_rate, device=device)
 
     @_documented_by(_rmse)
     def rmse(self, truth: xr.Dataset, variables: Sequence[str] | None = None, *,

@@ -47,6 +47,7 @@ from .latent import (
     training_latent_box,
 )
 from .latent_envar import LATENT_ENVAR_METHODS, assimilate_latent_envar, latent_adapter
+from .latent_ensf import LATENT_ENSF_METHOD, assimilate_latent_ensf
 from .likelihoods import (
     DEFAULT_LIKELIHOOD,
     LIKELIHOODS,
@@ -64,6 +65,7 @@ __all__ = [
     "ADAPTERS",
     "assimilate_full_order",
     "assimilate_latent",
+    "assimilate_latent_ensf",
     "ForecastModel",
     "forecast_model",
     "run_model",
@@ -148,6 +150,8 @@ def assimilate(
         ``"latent-envar"`` (LatentModel): the latent 4DEnVar smoother,
         :func:`~xldensf.assimilation.latent_envar.assimilate_latent_envar`.
         ``"4dvar"`` (simulator): :func:`~xldensf.assimilation.variational.assimilate_4dvar`.
+        ``"latent-ensf"`` (simulator or ForecastModel, with ``vae=``; the default when
+        ``vae=`` is given): :func:`~xldensf.assimilation.latent_ensf.assimilate_latent_ensf`.
     members
         Ensemble size (>= 2); ``None``: the adapter's default (20 for a simulator,
         :data:`~xldensf.assimilation.latent.DEFAULT_LATENT_MEMBERS` for a LatentModel).
@@ -175,6 +179,11 @@ def assimilate(
         if prior is not None:
             raise ConfigurationError(expected_found("prior with a LatentModel", "None (the "
                                                     "training range)", type(prior).__name__))
+    if method == LATENT_ENSF_METHOD or (method is None and "vae" in settings):
+        if members is not None:
+            settings["members"] = members
+        return assimilate_latent_ensf(observations, model, seed=seed, progress=progress,
+                                      **settings)
     for model_type, adapter in ADAPTERS:
         if isinstance(model, model_type):
             if method is not None:

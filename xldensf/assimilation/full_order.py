@@ -169,6 +169,7 @@ def assimilate_full_order(
     seed: int | None = None,
     return_forecasts: bool = False,
     progress: bool | None = None,
+    kernel: Any = None,
     **settings: Any,
 ) -> xr.Dataset:
     """Assimilate station observations into ``model`` and return the analysis ensemble.
@@ -204,6 +205,10 @@ def assimilate_full_order(
         Also return the forecast ensembles (variables ``<name>_forecast``).
     progress
         Progress bar over cycles; ``None`` follows :func:`xldensf.set_options`.
+    kernel
+        An analysis of the augmented state to use instead of ``method``'s filter (any
+        object with the filters' ``name`` and ``analysis`` method, e.g. the Latent-EnSF
+        analysis of :mod:`~xldensf.assimilation.latent_ensf`); ``method`` then only names it.
     **settings
         Settings of the filter (e.g. ``inflation``, ``localization`` as a radius in the
         grid's distance units: metres on planar and spherical grids, index units on
@@ -239,7 +244,7 @@ def assimilate_full_order(
         return assimilate_4dvar(observations, model, method=method, members=members,
                                 prior=prior, obs_error=obs_error, seed=seed, progress=progress,
                                 **settings)
-    if method not in FILTERS:
+    if method not in FILTERS and kernel is None:
         raise UnknownNameError(expected_found("method", FULL_ORDER_METHODS, method))
     seed = resolve_seed(seed)
     generator = torch.Generator().manual_seed(int(seed))
@@ -260,7 +265,7 @@ def assimilate_full_order(
     if method == "letkf":
         settings = _localization_settings(geometry, settings)
         positions = _letkf_positions(geometry, problem, n_vars, n_params, len(variable_indices))
-    kernel = _kernel(method, settings, n_vars, n_grid, n_params)
+    kernel = _kernel(method, settings, n_vars, n_grid, n_params) if kernel is None else kernel
 
     low = model.tensor([spec.valid_low for spec in model.parameter_specs])
     high = model.tensor([spec.valid_high for spec in model.parameter_specs])

@@ -6,6 +6,8 @@ points (:mod:`.decoder`), the model object (:class:`LatentModel` in :mod:`.model
 in and out, with its file format: ``model.save``, :func:`load_model`), tensor-level
 training (:func:`fit_tensors`, resumable via :mod:`.checkpoint`), and the xarray wrappers
 (:func:`fit` in :mod:`.fit`, :func:`forecast` / ``model.forecast`` in :mod:`.dataset`).
+The coupled VAE of Latent-EnSF: :class:`CoupledVAE` (:mod:`.vae_networks`), :class:`VAEModel`
+and :func:`fit_vae` (:mod:`.vae`).
 """
 
 from ..errors import ExtrapolationWarning
@@ -19,6 +21,8 @@ from .model import LatentModel, load_model, save_model
 from .networks import LDNet
 from .normalization import AffineNormalizer
 from .training import fit_tensors
+from .vae import VAEMetadata, VAEModel, fit_vae
+from .vae_networks import CoupledVAE
 
 __all__ = [
     "LatentModel",
@@ -35,4 +39,8 @@ __all__ = [
     "load_model",
     "save_model",
     "ExtrapolationWarning",
+    "VAEModel",
+    "VAEMetadata",
+    "CoupledVAE",
+    "fit_vae",
 ]
