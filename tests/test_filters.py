@@ -263,24 +263,25 @@ def _grid(kind, sites, generator):
 
 
 @pytest.mark.parametrize("kind", ["ring", "torus", "plane", "sphere"])
-@pytest.mark.parametrize("cached", [True, False])
-def test_letkf_neighbour_lists_equal_the_dense_taper(kind, cached, monkeypatch):
-    if not cached:  # neighbour lists built block by block at every analysis
+@pytest.mark.parametrize("path", ["dense", "neighbours"])
+def test_letkf_neighbour_lists_equal_the_dense_taper(kind, path, monkeypatch):
+    if path == "neighbours":  # the path of large problems: sparse blocks of neighbours
         monkeypatch.setattr(importlib.import_module("xldensf.filters.letkf"),
                             "TAPER_CACHE_ELEMENTS", 0)
     generator = torch.Generator().manual_seed(11)
     positions, distance, period, radius = _grid(kind, 900, generator)
     observed = torch.arange(0, 900, 2)
     operator = torch.eye(900, dtype=F64)[observed]
-    prior = 1.0 + torch.randn(12, 900, generator=generator, dtype=F64)
-    observations = torch.randn(len(observed), generator=generator, dtype=F64)
+    prior = 1.0 + torch.randn(2, 12, 900, generator=generator, dtype=F64)
+    observations = torch.randn(2, len(observed), generator=generator, dtype=F64)
     letkf = LETKF(inflation=1.05, localization=radius, distance=distance, period=period,
-                  chunk_elements=12 * 12 * 100)  # 100 state variables a block
+                  chunk_elements=2 * 12 * 12 * 100)  # 100 state variables a block
     analysis = letkf.analysis(prior, observations, operator, 0.7, state_positions=positions,
                               observation_positions=positions[observed])
-    dense = _dense_letkf(prior, observations, operator, 0.7, 1.05, radius, distance, period,
-                         positions, positions[observed])
-    assert (analysis - dense).abs().max() < 1e-10
+    for problem in range(2):
+        dense = _dense_letkf(prior[problem], observations[problem], operator, 0.7, 1.05,
+                             radius, distance, period, positions, positions[observed])
+        assert (analysis[problem] - dense).abs().max() < 1e-10
     assert not torch.allclose(analysis, prior)
     offsets, columns, weights = localization_neighbours(
         positions, positions[observed], radius, distance, period)

@@ -25,7 +25,13 @@ import torch
 from ..errors import ConfigurationError, ParameterError, check_name, expected_found
 from .base import EnsembleFilter, Problem, mean_and_scaled_anomalies
 from .etkf import inflated_transform_weights
-from .localization import DISTANCES, NeighbourSearch, candidate_blocks, localization_points
+from .localization import (
+    DISTANCES,
+    NeighbourSearch,
+    candidate_blocks,
+    localization_points,
+    localization_weights,
+)
 
 __all__ = ["LETKF"]
 
@@ -103,17 +109,18 @@ class LETKF(EnsembleFilter):
         return localization_points(state_positions, observation_positions, self.distance,
                                    self.period)
 
-    def _neighbour_blocks(self, state_positions: torch.Tensor | None,
-                          observation_positions: torch.Tensor | None, n_state: int,
-                          n_obs: int, max_rows: int, like: torch.Tensor
-                          ) -> Iterator[tuple[int, int, torch.Tensor]]:
-        """Row blocks ``(start, stop, taper)``, ``taper`` a sparse ``(stop - start, n_obs)``.
+    def _taper_blocks(self, state_positions: torch.Tensor | None,
+                      observation_positions: torch.Tensor | None, n_state: int, n_obs: int,
+                      max_rows: int, like: torch.Tensor
+                      ) -> Iterator[tuple[int, int, torch.Tensor]]:
+        """Row blocks ``(start, stop, taper)`` of the taper ``(stop - start, n_obs)``.
 
-        Only the observations within the cut-off of each state variable are examined
-        (:class:`.NeighbourSearch`), so memory is linear in the dimension. A cycled filter
-        gets the same position tensors every cycle: the neighbour lists computed for them
-        are kept (with references to them and their version counters, so an in-place
-        change or other tensors recompute them) while they are small enough.
+        Up to :data:`TAPER_CACHE_ELEMENTS` pairs the taper is one dense matrix, kept between
+        analyses: a cycled filter gets the same position tensors every cycle, so the taper
+        is reused while they stay the same objects (with the same version counters: an
+        in-place change or other tensors recompute it). Beyond, each block is a sparse
+        matrix of the observations within the cut-off of its state variables
+        (:class:`.NeighbourSearch`), so memory stays linear in the dimension.
         """
         positions = (state_positions, observation_positions)
         key = (getattr(state_positions, "_version", None),
@@ -124,27 +131,23 @@ class LETKF(EnsembleFilter):
                 and cached[0][1] is positions[1] and cached[1] == key):
             state, observations = self._positions(state_positions, observation_positions,
                                                   n_state, n_obs, like)
-            search = NeighbourSearch(observations, self.localization, self.distance,
-                                     self.period, self.sphere_radius)
-            lo, hi = search.windows(state)
             if n_state * n_obs > TAPER_CACHE_ELEMENTS:
+                search = NeighbourSearch(observations, self.localization, self.distance,
+                                         self.period, self.sphere_radius)
+                lo, hi = search.windows(state)
                 for start, stop in candidate_blocks(hi - lo, max_rows, self.chunk_elements // 8):
                     rows, columns, weights = search.neighbours(state[start:stop],
                                                                lo[start:stop], hi[start:stop])
                     yield start, stop, _sparse_rows(rows, columns, weights.to(like),
                                                     stop - start, n_obs)
                 return
-            rows, columns, weights = search.neighbours(state, lo, hi)
-            offsets = torch.zeros(n_state + 1, dtype=torch.long, device=like.device)
-            offsets[1:] = torch.cumsum(torch.bincount(rows, minlength=n_state), 0)
-            cached = (positions, key, offsets, rows, columns, weights.to(like))
+            whole = localization_weights(state, observations, self.localization, self.distance,
+                                         self.period, self.sphere_radius).to(like)
+            cached = (positions, key, whole)
             object.__setattr__(self, "_taper_cache", cached)
-        offsets, rows, columns, weights = cached[2:]
         for start in range(0, n_state, max_rows):
             stop = min(n_state, start + max_rows)
-            first, last = int(offsets[start]), int(offsets[stop])
-            yield start, stop, _sparse_rows(rows[first:last] - start, columns[first:last],
-                                            weights[first:last], stop - start, n_obs)
+            yield start, stop, cached[2][start:stop]
 
     def _analysis(self, problem: Problem, generator, state_positions, observation_positions):
         mean, anomalies, scaled, innovation = mean_and_scaled_anomalies(problem)
@@ -155,28 +158,49 @@ class LETKF(EnsembleFilter):
             projected = (scaled @ innovation[..., None])[..., 0]
             weights = inflated_transform_weights(gram, projected, self.inflation)
             return mean + weights.transpose(-1, -2) @ anomalies
-        # Per observation: its anomaly outer product and projected innovation, as one row
-        # of (batch * (M * M + M)) features, so one sparse product makes C_i and b_i.
         columns = scaled.transpose(1, 2)                                   # (batch, n_obs, M)
-        outer = (columns[..., :, None] * columns[..., None, :]).reshape(batch, n_obs,
-                                                                        members * members)
-        features = torch.cat([outer, columns * innovation[..., None]], dim=-1)
-        features = features.transpose(0, 1).reshape(n_obs, -1)
+        weighted_innovation = scaled * innovation[:, None, :]          # (batch, M, n_obs)
+        outer = features = None
         max_rows = max(1, self.chunk_elements // max(1, batch * members * members))
         pieces = []
-        for start, stop, taper in self._neighbour_blocks(
+        for start, stop, taper in self._taper_blocks(
                 state_positions, observation_positions, n_state, n_obs, max_rows, anomalies):
-            local_features = torch.sparse.mm(taper, features).reshape(
-                stop - start, batch, -1).transpose(0, 1)                  # (batch, chunk, F)
-            gram = local_features[..., :members * members].reshape(
-                batch, stop - start, members, members)
-            projected = local_features[..., members * members:]            # (batch, chunk, M)
+            if taper.is_sparse:
+                if features is None:
+                    features = _observation_features(columns, weighted_innovation)
+                local_features = torch.sparse.mm(taper, features).reshape(
+                    stop - start, batch, -1).transpose(0, 1)              # (batch, chunk, F)
+                gram = local_features[..., :members * members].reshape(
+                    batch, stop - start, members, members)
+                projected = local_features[..., members * members:]        # (batch, chunk, M)
+            else:
+                if outer is None:  # the anomaly columns' outer products (batch, n_obs, M * M)
+                    outer = (columns[..., :, None] * columns[..., None, :]).reshape(
+                        batch, n_obs, members * members)
+                gram = (taper @ outer).reshape(batch, stop - start, members, members)
+                projected = (weighted_innovation @ taper.T).transpose(1, 2)  # (batch, chunk, M)
             weights = inflated_transform_weights(gram, projected, self.inflation)
             local = anomalies[:, :, start:stop].transpose(1, 2)[..., None]  # (b, chunk, M, 1)
             increments = (weights.transpose(-1, -2) @ local)[..., 0]        # (b, chunk, M)
             pieces.append(increments.transpose(1, 2))
         increments = pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=2)
         return mean + increments
+
+
+def _observation_features(columns: torch.Tensor, weighted_innovation: torch.Tensor
+                          ) -> torch.Tensor:
+    """One row per observation ``k``: ``S_k S_k^T`` then ``S_k d_k`` of every batch problem.
+
+    ``columns`` ``(batch, n_obs, M)``, ``weighted_innovation`` ``(batch, M, n_obs)``; the
+    result ``(n_obs, batch * (M * M + M))`` is written in place (no separate outer-product
+    tensor), so that one sparse product with the taper gives every ``C_i`` and ``b_i``.
+    """
+    batch, n_obs, members = columns.shape
+    features = columns.new_empty(n_obs, batch, members * members + members)
+    torch.mul(columns.transpose(0, 1)[..., :, None], columns.transpose(0, 1)[..., None, :],
+              out=features[..., :members * members].view(n_obs, batch, members, members))
+    features[..., members * members:] = weighted_innovation.permute(2, 0, 1)
+    return features.reshape(n_obs, -1)
 
 
 def _sparse_rows(rows: torch.Tensor, columns: torch.Tensor, weights: torch.Tensor,
