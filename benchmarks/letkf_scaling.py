@@ -106,7 +106,12 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=1200.0,
                         help="seconds allowed per size (its process is stopped after)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--render", action="store_true",
+                        help="only rewrite the markdown table from the JSON record")
     args = parser.parse_args()
+    if args.render:
+        write_markdown(json.loads((RESULTS / "letkf_scaling.json").read_text()))
+        return
     if args.child:
         result = measure(args.sizes[0], args.members, args.loc, args.repeats, args.dtype)
         sys.stdout.write(json.dumps(result) + "\n")
@@ -140,20 +145,27 @@ def main() -> None:
                                               capture_output=True, text=True,
                                               check=False).stdout.strip()})
     machine = f"{platform.platform()}, {os.cpu_count()} CPUs (shared: see the load column)"
-    path.write_text(json.dumps({"machine": machine, "rows": rows, "commands": commands},
-                               indent=1) + "\n")
+    record = {"machine": machine, "settings": {"loc": args.loc, "dtype": args.dtype},
+              "notes": previous.get("notes", []), "rows": rows, "commands": commands}
+    path.write_text(json.dumps(record, indent=1) + "\n")
+    write_markdown(record)
+
+
+def write_markdown(record: dict) -> None:
+    """``results/letkf_scaling.md`` from the JSON record."""
+    settings = record.get("settings", {"loc": 4.0, "dtype": "float64"})
     notes = "\n".join(f"Command ({c['label']}, commit {c['commit']}): `{c['command']}`."
-                      for c in commands)
+                      for c in record["commands"])
+    extra = "".join(f"{note}\n\n" for note in record.get("notes", []))
     (RESULTS / "letkf_scaling.md").write_text(
         "# LETKF analysis cost against the state dimension\n\n"
         f"Periodic ring of d sites, every site observed (identity as a callable), "
-        f"Gaspari-Cohn radius {args.loc}, inflation 1.02, one torch thread, {args.dtype}. "
-        "Peak memory growth: peak resident set during the analyses minus the resident set "
-        "just before them. The machine is shared (load average column): seconds are "
-        "indicative. The checksum (sum of the analysis ensemble) shows that the versions "
-        "compute the same numbers.\n\n"
-        f"{table(rows)}\n\n{notes}\nMachine: {machine}.\n")
-
+        f"Gaspari-Cohn radius {settings['loc']}, inflation 1.02, one torch thread, "
+        f"{settings['dtype']}. Peak memory growth: peak resident set during the analyses "
+        "minus the resident set just before them. The machine is shared (load average "
+        "column): seconds are indicative. The checksum (sum of the analysis ensemble) shows "
+        "that the versions compute the same numbers.\n\n"
+        f"{table(record['rows'])}\n\n{extra}{notes}\nMachine: {record['machine']}.\n")
 
 if __name__ == "__main__":
     main()

@@ -9,9 +9,14 @@ variable ``i`` and observation ``k``, the local Gram matrix and projected innova
 
 (``S_k`` the column of scaled observation anomalies of observation ``k``), and the local
 weights ``W_i`` follow from the ETKF transform (:func:`~xldensf.filters.etkf.transform_weights`).
-Every ``C_i`` is built at once by one matrix product ``rho @ (S_k S_k^T)_k`` and all the
-local ``M x M`` eigendecompositions run as one batched ``torch.linalg.eigh``, in chunks of
-state variables to bound memory. An infinite radius gives the ETKF.
+The ``C_i`` of a chunk of state variables are built at once by one matrix product
+``rho @ (S_k S_k^T)_k`` and their ``M x M`` eigendecompositions run as one batched
+``torch.linalg.eigh``; chunks bound the memory. Up to :data:`TAPER_CACHE_ELEMENTS` pairs
+``rho`` is one dense matrix kept between analyses; beyond, each chunk's ``rho`` is a sparse
+matrix holding only the observations within the Gaspari-Cohn cut-off ``2 c`` of its
+variables (found by a sorted search, :class:`~xldensf.filters.localization.NeighbourSearch`),
+so memory and work grow linearly with the dimension for a fixed radius, with the same
+weights. An infinite radius gives the ETKF (one transform for every variable).
 """
 
 from __future__ import annotations
@@ -35,7 +40,8 @@ from .localization import (
 
 __all__ = ["LETKF"]
 
-#: Largest taper ``(n_state, n_obs)`` kept between analyses for positions that do not change.
+#: Largest dense taper ``(n_state, n_obs)``, kept between analyses for positions that do not
+#: change; larger problems use sparse blocks of the observations within reach.
 TAPER_CACHE_ELEMENTS = 2**22
 
 
@@ -58,7 +64,8 @@ class LETKF(EnsembleFilter):
     sphere_radius
         Radius multiplying great-circle angles (1: radians; 6.371e6: metres).
     chunk_elements
-        Upper bound on the elements of one chunk of local ``M x M`` matrices (memory).
+        Upper bound on the elements of one chunk of local ``M x M`` matrices (memory; an
+        eighth of it bounds the candidate pairs examined at once by the neighbour search).
 
     Examples
     --------
