@@ -288,7 +288,24 @@ def test_letkf_neighbour_lists_equal_the_dense_taper(kind, path, monkeypatch):
     taper = localization_weights(positions, positions[observed], radius, distance, period)
     rows = torch.repeat_interleave(torch.arange(900), offsets.diff())
     assert int(offsets[-1]) == int((taper > 0).sum())                  # every pair in reach
-    assert torch.equal(taper[rows, columns], weights)                  # with the same weight
+    assert (taper[rows, columns] - weights).abs().max() < 1e-15         # the same weight
+
+
+@pytest.mark.parametrize(("positions", "kind", "period", "radius"), [
+    (torch.arange(30.0, dtype=F64), "periodic", 30.0, 5.0),          # 4c > period: all
+    (torch.arange(30.0, dtype=F64) - 7.5, "periodic", 30.0, 1.5),    # windows wrap
+    (torch.rand(50, 3, generator=torch.Generator().manual_seed(2), dtype=F64) * 6, "planar",
+     None, 0.8),
+    (torch.tensor([[2.0, 0.0], [-1.7, 3.0], [0.1, 6.2], [1.5, 1.0]], dtype=F64), "sphere",
+     None, 0.5),                                                     # |latitude| > pi/2
+])
+def test_localization_neighbours_equal_the_dense_weights(positions, kind, period, radius):
+    offsets, columns, weights = localization_neighbours(positions, positions.flip(0), radius,
+                                                        kind, period, block_pairs=7)
+    taper = localization_weights(positions, positions.flip(0), radius, kind, period)
+    rows = torch.repeat_interleave(torch.arange(len(positions)), offsets.diff())
+    assert int(offsets[-1]) == int((taper > 0).sum())
+    assert (taper[rows, columns] - weights).abs().max() < 1e-15  # vector-loop round-off
 
 
 def test_missing_observations_equal_dropped_ones():

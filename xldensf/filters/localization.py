@@ -176,8 +176,8 @@ class NeighbourSearch:
     sphere), so the candidates of a state position are one window of that order, found by
     binary search; a window wider than the period (or latitudes outside ``[-pi/2, pi/2]``)
     takes every observation. The candidates' exact distances and weights follow, the
-    pairs of zero weight are dropped: the weights equal those of
-    :func:`localization_weights`, in memory linear in the number of pairs within reach.
+    pairs of zero weight are dropped: the weights are those of :func:`localization_weights`
+    (to the last bit or so), in memory linear in the number of pairs within reach.
 
     Parameters
     ----------
@@ -273,7 +273,7 @@ def localization_neighbours(state_positions: torch.Tensor,
     >>> sites = torch.arange(40.0)
     >>> offsets, columns, weights = localization_neighbours(sites, sites, 4.0, "periodic", 40)
     >>> dense = localization_weights(sites, sites, 4.0, "periodic", 40)
-    >>> int(offsets[1] - offsets[0]), bool(dense[0, columns[:29]].eq(weights[:29]).all())
+    >>> int(offsets[1] - offsets[0]), torch.allclose(dense[0, columns[:29]], weights[:29])
     (29, True)
     """
     state, observations = localization_points(state_positions, observation_positions, kind,
