@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import math
 
 import pytest
@@ -20,7 +21,8 @@ from xldensf.filters import (
     pairwise_distance,
 )
 from xldensf.filters.cycling import FilterDivergenceError
-from xldensf.filters.etkf import random_mean_preserving_rotation
+from xldensf.filters.etkf import inflated_transform_weights, random_mean_preserving_rotation
+from xldensf.filters.localization import localization_neighbours
 from xldensf.simulators.lorenz96 import lorenz96_tendency
 
 F64 = torch.float64
@@ -225,6 +227,85 @@ def test_letkf_taper_cache_follows_the_positions():
     assert torch.equal(analyse(moving, sites), first)
     moving.copy_(shifted)  # an in-place change bumps the version counter: recomputed
     assert torch.equal(analyse(moving, sites), uncached(shifted, sites))
+
+
+def _dense_letkf(prior, observations, operator, obs_std, inflation, radius, kind, period,
+                 state_positions, observation_positions):
+    """The LETKF with the whole dense taper ``(n_state, n_obs)`` (the former algorithm)."""
+    members = prior.shape[0]
+    mean = prior.mean(0)
+    anomalies = prior - mean
+    observed = prior @ operator.T
+    scaled = (observed - observed.mean(0)) / obs_std                   # (M, n_obs)
+    innovation = (observations - observed.mean(0)) / obs_std
+    taper = localization_weights(state_positions, observation_positions, radius, kind,
+                                 period).to(prior)
+    outer = (scaled.T[:, :, None] * scaled.T[:, None, :]).reshape(len(observations), -1)
+    gram = (taper @ outer).reshape(-1, members, members)
+    projected = (scaled * innovation) @ taper.T                           # (M, n_state)
+    weights = inflated_transform_weights(gram, projected.T, inflation)
+    return mean + (weights.transpose(-1, -2) @ anomalies.T[..., None])[..., 0].T
+
+
+def _grid(kind, sites, generator):
+    if kind == "ring":
+        return torch.arange(sites, dtype=F64), "periodic", float(sites), 3.0
+    if kind == "torus":
+        side = int(sites**0.5)
+        axis = torch.arange(side, dtype=F64)
+        points = torch.stack(torch.meshgrid(axis, axis, indexing="ij"), -1).reshape(-1, 2)
+        return points, "periodic", float(side), 2.0
+    if kind == "plane":
+        return 20 * torch.rand(sites, 2, generator=generator, dtype=F64), "planar", None, 2.0
+    latitude = torch.asin(2 * torch.rand(sites, generator=generator, dtype=F64) - 1)
+    longitude = 2 * math.pi * torch.rand(sites, generator=generator, dtype=F64)
+    return torch.stack([latitude, longitude], -1), "sphere", None, 0.25
+
+
+@pytest.mark.parametrize("kind", ["ring", "torus", "plane", "sphere"])
+@pytest.mark.parametrize("path", ["dense", "neighbours"])
+def test_letkf_neighbour_lists_equal_the_dense_taper(kind, path, monkeypatch):
+    if path == "neighbours":  # the path of large problems: sparse blocks of neighbours
+        monkeypatch.setattr(importlib.import_module("xldensf.filters.letkf"),
+                            "TAPER_CACHE_ELEMENTS", 0)
+    generator = torch.Generator().manual_seed(11)
+    positions, distance, period, radius = _grid(kind, 900, generator)
+    observed = torch.arange(0, 900, 2)
+    operator = torch.eye(900, dtype=F64)[observed]
+    prior = 1.0 + torch.randn(2, 12, 900, generator=generator, dtype=F64)
+    observations = torch.randn(2, len(observed), generator=generator, dtype=F64)
+    letkf = LETKF(inflation=1.05, localization=radius, distance=distance, period=period,
+                  chunk_elements=2 * 12 * 12 * 100)  # 100 state variables a block
+    analysis = letkf.analysis(prior, observations, operator, 0.7, state_positions=positions,
+                              observation_positions=positions[observed])
+    for problem in range(2):
+        dense = _dense_letkf(prior[problem], observations[problem], operator, 0.7, 1.05,
+                             radius, distance, period, positions, positions[observed])
+        assert (analysis[problem] - dense).abs().max() < 1e-10
+    assert not torch.allclose(analysis, prior)
+    offsets, columns, weights = localization_neighbours(
+        positions, positions[observed], radius, distance, period)
+    taper = localization_weights(positions, positions[observed], radius, distance, period)
+    rows = torch.repeat_interleave(torch.arange(900), offsets.diff())
+    assert int(offsets[-1]) == int((taper > 0).sum())                  # every pair in reach
+    assert (taper[rows, columns] - weights).abs().max() < 1e-15         # the same weight
+
+
+@pytest.mark.parametrize(("positions", "kind", "period", "radius"), [
+    (torch.arange(30.0, dtype=F64), "periodic", 30.0, 5.0),          # 4c > period: all
+    (torch.arange(30.0, dtype=F64) - 7.5, "periodic", 30.0, 1.5),    # windows wrap
+    (torch.rand(50, 3, generator=torch.Generator().manual_seed(2), dtype=F64) * 6, "planar",
+     None, 0.8),
+    (torch.tensor([[2.0, 0.0], [-1.7, 3.0], [0.1, 6.2], [1.5, 1.0]], dtype=F64), "sphere",
+     None, 0.5),                                                     # |latitude| > pi/2
+])
+def test_localization_neighbours_equal_the_dense_weights(positions, kind, period, radius):
+    offsets, columns, weights = localization_neighbours(positions, positions.flip(0), radius,
+                                                        kind, period, block_pairs=7)
+    taper = localization_weights(positions, positions.flip(0), radius, kind, period)
+    rows = torch.repeat_interleave(torch.arange(len(positions)), offsets.diff())
+    assert int(offsets[-1]) == int((taper > 0).sum())
+    assert (taper[rows, columns] - weights).abs().max() < 1e-15  # vector-loop round-off
 
 
 def test_missing_observations_equal_dropped_ones():
