@@ -46,8 +46,8 @@ from .latent import (
     latent_ensemble_dataset,
     training_latent_box,
 )
-from .latent_envar import LATENT_ENVAR_METHODS, assimilate_latent_envar, latent_adapter
 from .latent_ensf import LATENT_ENSF_METHOD, assimilate_latent_ensf
+from .latent_envar import LATENT_ENVAR_METHODS, assimilate_latent_envar, latent_adapter
 from .likelihoods import (
     DEFAULT_LIKELIHOOD,
     LIKELIHOODS,
