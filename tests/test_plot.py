@@ -294,3 +294,23 @@ def test_bad_input(tsunami_case):
     with pytest.raises(xl.DataError, match="moving stations"):
         plot_fields(dated, "eta", stations=moving)  # datetimes against seconds
     plt.close("all")
+
+
+def test_one_signed_fields_use_their_range(tsunami_case):
+    """A depth or a height (one sign) is drawn over its range with a sequential map, a field
+    with both signs symmetric about zero (a 5 km deep layer on a +-6 km scale was one colour)."""
+    truth, _, analysis = tsunami_case
+    deep = truth.assign(eta=truth["eta"] + 5000.0)
+    figure, axis = plt.subplots()
+    plot_fields(deep, "eta", frame=1, ax=axis)
+    (mesh,) = _meshes(axis)
+    values = deep["eta"].values
+    assert mesh.get_clim() == pytest.approx((values.min(), values.max()))
+    assert mesh.get_cmap().name == "viridis"
+    figure, axis = plt.subplots()
+    plot_fields(truth, "u", frame=1, ax=axis)
+    (mesh,) = _meshes(axis)
+    low, high = mesh.get_clim()
+    assert low == -high == -np.abs(truth["u"].values).max()
+    assert mesh.get_cmap().name == "RdBu_r"
+    plt.close("all")

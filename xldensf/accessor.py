@@ -140,7 +140,7 @@ class LDEnSFAccessor:
     @_documented_by(_plot_analysis)
     def plot(self, truth: xr.Dataset | None = None, variables: str | Sequence[str] | None = None,
              *, time: Any = None, frame: int | None = None, ax: Any = None,
-             projection: Any = None, stations: xr.Dataset | None = None, cmap: str = "RdBu_r",
+             projection: Any = None, stations: xr.Dataset | None = None, cmap: str | None = None,
              coastlines: bool = True, tolerance: float = DEFAULT_TOLERANCE,
              interpolate: bool = False) -> Any:
         return _plot_analysis(self._obj, truth, variables, time=time, frame=frame, ax=ax,

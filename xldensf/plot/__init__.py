@@ -44,7 +44,11 @@ from .panels import (
 from .timing import frame_index, time_title
 
 __all__ = ["configure_cartopy", "natural_earth_dir", "plot_fields", "plot_analysis",
-           "time_title", "frame_index"]
+           "time_title", "frame_index", "colour_limits"]
+
+#: Default colour maps of fields with both signs / one sign (:func:`colour_limits`).
+DIVERGING_CMAP = "RdBu_r"
+SEQUENTIAL_CMAP = "viridis"
 
 #: Colour map of the error panel (always diverging, with symmetric limits).
 ERROR_CMAP = "RdBu_r"
@@ -105,6 +109,31 @@ def _analysis_panels(field: xr.DataArray, truth: xr.Dataset | None,
 
 
 # --------------------------------------------------------------------------- figures
+def colour_limits(values: Any, cmap: str | None = None) -> tuple[float, float, str]:
+    """Colour limits and map of a field: symmetric about zero with a diverging map when the
+    values have both signs, the values' range with a sequential map when they have one sign
+    (so that a 5 km deep fluid is not drawn in one colour of a +-6 km scale).
+
+    Examples
+    --------
+    >>> colour_limits(np.array([-1.0, 3.0]))
+    (-3.0, 3.0, 'RdBu_r')
+    >>> colour_limits(np.array([4800.0, 5100.0]))
+    (4800.0, 5100.0, 'viridis')
+    """
+    values = np.asarray(values, dtype=np.float64)
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        return -1.0, 1.0, cmap or DIVERGING_CMAP
+    low, high = float(finite.min()), float(finite.max())
+    if low < 0.0 < high:
+        limit = max(-low, high)
+        return -limit, limit, cmap or DIVERGING_CMAP
+    if low == high:
+        low, high = low - (abs(low) or 1.0) * 0.01, high + (abs(high) or 1.0) * 0.01
+    return low, high, cmap or SEQUENTIAL_CMAP
+
+
 def plot_fields(
     dataset: xr.Dataset,
     variables: str | Sequence[str] | None = None,
@@ -115,7 +144,7 @@ def plot_fields(
     ax: Any = None,
     projection: Any = None,
     stations: xr.Dataset | None = None,
-    cmap: str = "RdBu_r",
+    cmap: str | None = None,
     coastlines: bool = True,
 ):
     """Draw each variable at each chosen time: one row per variable, one column per time.
@@ -147,7 +176,9 @@ def plot_fields(
         every panel (longitude/latitude on the sphere, the grid's x/y on planes; moving
         stations at the panel's time).
     cmap
-        Matplotlib colour map (symmetric limits per variable).
+        Matplotlib colour map. Default: ``"RdBu_r"`` with limits symmetric about zero for a
+        variable with both signs, ``"viridis"`` over its range for a one-signed variable
+        (a depth or a height); :func:`colour_limits`.
     coastlines
         On map axes, draw the shipped coastlines.
 
@@ -204,11 +235,11 @@ def plot_fields(
     lines = []
     for row, name in enumerate(variables):
         field = dataset[name]
-        limit = float(np.nanmax(np.abs(field.values))) or 1.0
+        low, high, colours = colour_limits(field.values, cmap)
         for col, index in enumerate(positions):
             snapshot = field.isel({time_name: index})
             axis = axes[row, col]
-            image = draw_field(axis, snapshot, on_sphere, cmap, -limit, limit, coastlines,
+            image = draw_field(axis, snapshot, on_sphere, colours, low, high, coastlines,
                                fit_globe=ax is None)
             if stations is not None:
                 draw_stations(axis, stations, snapshot, on_sphere, snapshot[time_name])
@@ -232,7 +263,7 @@ def plot_analysis(
     ax: Any = None,
     projection: Any = None,
     stations: xr.Dataset | None = None,
-    cmap: str = "RdBu_r",
+    cmap: str | None = None,
     coastlines: bool = True,
     tolerance: float = DEFAULT_TOLERANCE,
     interpolate: bool = False,
@@ -315,10 +346,10 @@ def plot_analysis(
     rows = [_analysis_panels(snapshot[name], truth, members) for name in variables]
     figure, axes = panel_axes(ax, len(variables), len(rows[0]), on_sphere, projection)
     for row, (name, panels) in enumerate(zip(variables, rows, strict=True)):
-        limit = float(np.nanmax(np.abs(next(iter(panels.values())).values))) or 1.0
+        limits = colour_limits(next(iter(panels.values())).values, cmap)
         for col, (title, field) in enumerate(panels.items()):
             axis = axes[row, col]
-            low, high, colours = -limit, limit, cmap
+            low, high, colours = limits
             if title == "spread":
                 low, high, colours = 0.0, float(np.nanmax(field.values)) or 1.0, "viridis"
             elif title == "analysis - truth":
