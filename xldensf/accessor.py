@@ -67,7 +67,7 @@ class LDEnSFAccessor:
                         seed=seed)
 
     @_documented_by(_assimilate)
-    def assimilate(self, model: Any, *, method: str | None = None, members: int = 20,
+    def assimilate(self, model: Any, *, method: str | None = None, members: int | None = None,
                    seed: int | None = None, progress: bool | None = None,
                    **settings: Any) -> xr.Dataset:
         return _assimilate(self._obj, model, method=method, members=members, seed=seed,
