@@ -6,9 +6,12 @@ transform, ``B = L L^T``), and the cost ::
 
     J(v) = 1/2 |v|^2 + 1/2 sum_k |R_k^{-1/2} (y_k - H_k M_{0->k}(x0, p))|^2
 
-is minimised by Gauss-Newton (the Jacobian of the window's observations in one reverse
-pass through a batch of copies of the start state, one per observation) or by L-BFGS with a
-strong-Wolfe line search (the gradient by reverse mode). No adjoint is
+is minimised by Gauss-Newton (the Jacobian of the window's observations in one pass
+through a batch of copies of the start state: forward mode with one copy per control when
+there are fewer controls than observations, else reverse mode with one copy per
+observation) or by L-BFGS with a strong-Wolfe line search (the gradient by reverse mode).
+With ``members > 1`` an ensemble of perturbed minimisations (randomised maximum
+likelihood, :func:`~xldensf.filters.rml.perturbed_members`) runs batched. No adjoint is
 written by hand: ``advance`` must be differentiable, which :func:`check_differentiable`
 verifies against a finite difference before the first window.
 
@@ -38,11 +41,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from torch.autograd import forward_ad
 
 from ..errors import ConfigurationError, DataError, check_positive_int, expected_found
+from .rml import Initial, perturbed_members
 
 __all__ = ["FourDVarResult", "WindowProblem", "fourdvar", "background_sqrt", "check_differentiable",
-           "window_cost", "perturbed_members", "OPTIMIZERS"]
+           "window_cost", "OPTIMIZERS"]
 
 #: Minimisers of the window cost.
 OPTIMIZERS = ("gauss-newton", "lbfgs")
@@ -52,8 +57,6 @@ OPTIMIZERS = ("gauss-newton", "lbfgs")
 GAUSS_NEWTON_MAX_SIZE = 200_000
 
 Advance = Callable[[torch.Tensor, torch.Tensor, float, float], torch.Tensor]
-#: ``initial(params (batch, n_params)) -> (batch, n_state)``: the initial state parameters set.
-Initial = Callable[[torch.Tensor], torch.Tensor]
 
 
 @dataclass
@@ -250,28 +253,61 @@ def _jacobian(advance: Advance, v: torch.Tensor, state_b: torch.Tensor, params_b
                            params_b.repeat_interleave(n_obs, dim=0), root, param_std, initial)
     repeated = window.repeated(n_obs)
     misfit = _normalized_misfits(_trajectory(advance, state, params, repeated), repeated)
+    diagonal = misfit.reshape(batch, n_obs, n_obs).diagonal(dim1=1, dim2=2)
     if not misfit.requires_grad:
+        if root.shape[1] == 0:  # only parameters that do not act in this window
+            return diagonal.detach(), v.new_zeros(batch, n_obs, v.shape[1])
         raise ConfigurationError(expected_found(
             "a differentiable model", "advance() with an autograd graph",
             "outputs without gradient (the model detaches or leaves torch)"))
-    diagonal = misfit.reshape(batch, n_obs, n_obs).diagonal(dim1=1, dim2=2)
     (rows,) = torch.autograd.grad(diagonal.sum(), copies)
     return diagonal.detach(), -rows.reshape(batch, n_obs, -1)
+
+
+def _jacobian_forward(advance: Advance, v: torch.Tensor, state_b: torch.Tensor,
+                      params_b: torch.Tensor, root: torch.Tensor, param_std: torch.Tensor,
+                      window: WindowProblem, initial: Initial | None
+                      ) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """As :func:`_jacobian` by forward mode: one column per copy, ``batch * c`` copies (no
+    graph kept, so long windows fit in memory); ``None`` where the model has no forward
+    mode (the reverse pass is used instead)."""
+    batch, n_control = v.shape
+    tangents = torch.eye(n_control, dtype=v.dtype, device=v.device).repeat(batch, 1)
+    try:
+        with forward_ad.dual_level():
+            dual = forward_ad.make_dual(v.detach().repeat_interleave(n_control, dim=0),
+                                        tangents)
+            state, params = _start(dual, state_b.repeat_interleave(n_control, dim=0),
+                                   params_b.repeat_interleave(n_control, dim=0), root,
+                                   param_std, initial)
+            repeated = window.repeated(n_control)
+            misfit = _normalized_misfits(_trajectory(advance, state, params, repeated),
+                                         repeated)
+            primal, tangent = forward_ad.unpack_dual(misfit)
+    except (NotImplementedError, RuntimeError):
+        return None
+    if tangent is None:
+        return None
+    primal = primal.reshape(batch, n_control, -1)[:, 0]
+    return primal.detach(), -tangent.reshape(batch, n_control, -1).mT
 
 
 def _gauss_newton(advance: Advance, state_b: torch.Tensor, params_b: torch.Tensor,
                   root: torch.Tensor, param_std: torch.Tensor, window: WindowProblem,
                   max_iter: int, tol: float,
                   initial: Initial | None) -> tuple[torch.Tensor, int]:
-    """Gauss-Newton on each member's ``J``: ``(I + G^T G) dv = G^T d - v`` (solved in
-    observation space by the Woodbury identity when there are fewer observations than
-    controls) until every member's ``|dv|^2 < tol * n``."""
+    """Gauss-Newton on each member's ``J``: ``(I + G^T G) dv = G^T d - v`` until every
+    member's ``|dv|^2 < tol * n``. ``G`` by forward mode when there are fewer controls
+    than observations, else by reverse mode (and the step in observation space by the
+    Woodbury identity)."""
     n_control = root.shape[1] + params_b.shape[-1]
     v = root.new_zeros(len(state_b), n_control)
     iterations = 0
     while iterations < max_iter:
-        misfit, jac = _jacobian(advance, v, state_b, params_b, root, param_std, window,
-                                initial)
+        forward = (_jacobian_forward(advance, v, state_b, params_b, root, param_std, window,
+                                     initial) if n_control < window.n_obs else None)
+        misfit, jac = forward if forward is not None else _jacobian(
+            advance, v, state_b, params_b, root, param_std, window, initial)
         rhs = (jac.mT @ misfit[..., None])[..., 0] - v
         n_obs = jac.shape[1]
         if n_obs < n_control:
@@ -365,63 +401,6 @@ def _window_plan(n_times: int, window: int, shift: int) -> list[tuple[int, int, 
             return plan
         end = min(end + shift, n_times)
         control = max(control, end - window - 1)
-
-
-def perturbed_members(state_b: torch.Tensor, params_b: torch.Tensor, root: torch.Tensor,
-                      param_std: torch.Tensor, values: torch.Tensor, obs_std: torch.Tensor,
-                      members: int, generator: torch.Generator | None = None,
-                      initial: Initial | None = None
-                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Backgrounds and observations of a randomised-maximum-likelihood ensemble.
-
-    Member ``i`` has the background ``xb + L xi_i``, ``pb + sigma_p eta_i`` (``xi, eta``
-    standard normal; where the parameters set the initial state, the state also moves by
-    ``initial(p_i) - initial(pb)``) and the observations ``y + R^{1/2} eps_i``; each member's
-    minimiser is then a draw of the posterior when the model and ``H`` are linear. With
-    one member nothing is perturbed (the plain analysis).
-
-    Parameters
-    ----------
-    state_b, params_b
-        Background ``(n_state,)`` and parameters ``(n_params,)``.
-    root, param_std
-        ``L`` ``(n_state, r)`` and the parameters' standard deviations ``(n_params,)``.
-    values, obs_std
-        Observations ``(n_times, m)`` (NaN kept) and their standard deviations (same shape).
-    members
-        Ensemble size (1: no perturbation).
-    generator
-        Random generator (CPU).
-    initial
-        ``initial(params (batch, n_params)) -> (batch, n_state)`` or ``None``.
-
-    Returns
-    -------
-    tuple of torch.Tensor
-        Backgrounds ``(members, n_state)``, parameters ``(members, n_params)`` and
-        observations ``(n_times, members, m)``.
-
-    Examples
-    --------
-    >>> gen = torch.Generator().manual_seed(0)
-    >>> xb, pb, y = perturbed_members(torch.zeros(3), torch.zeros(0), torch.eye(3),
-    ...                               torch.zeros(0), torch.zeros(4, 2), torch.ones(4, 2),
-    ...                               5, gen)
-    >>> tuple(xb.shape), tuple(pb.shape), tuple(y.shape)
-    ((5, 3), (5, 0), (4, 5, 2))
-    """
-    if members == 1:
-        return state_b[None], params_b[None], values[:, None]
-
-    def normal(*shape: int) -> torch.Tensor:
-        return torch.randn(*shape, generator=generator, dtype=torch.float64).to(state_b)
-
-    params = params_b + param_std * normal(members, len(params_b))
-    states = state_b + normal(members, root.shape[1]) @ root.T
-    if initial is not None:
-        states = states + initial(params) - initial(params_b[None])
-    noise = normal(members, *values.shape).transpose(0, 1)
-    return states, params, values[:, None] + obs_std[:, None] * noise
 
 
 def fourdvar(
@@ -585,11 +564,11 @@ def fourdvar(
                                  max_iter, tol, from_initial)
         else:
             v, n_iter = state_b.new_zeros(members, 0), 0
-        with torch.no_grad():
-            cost = _member_costs(advance, v, state_b, params_b, root, param_std, problem,
-                                 from_initial)
+        with torch.no_grad():  # the cost of the optimum from its trajectory (one run)
             state_b, params_b = _start(v, state_b, params_b, root, param_std, from_initial)
             states = _trajectory(advance, state_b, params_b, problem)
+            cost = 0.5 * v.square().sum(-1) + 0.5 * _normalized_misfits(
+                states, problem).square().sum(-1)
         for k in report:
             ensemble[k] = states[k - obs.start]
             parameters[k] = params_b
