@@ -177,15 +177,24 @@ def main() -> None:
     parser.add_argument("--command", default=None, help="command recorded in the results")
     args = parser.parse_args()
     configurations: dict[str, Any] = {}
-    indices = args.truth_indices or list(range(args.truths))
-    for members in [] if args.merge else args.members:
-        label = "4dvar" if members == 1 else f"4dvar RML {members} members"
-        records = [run_truth(i, members, args.max_iter, args.tol, args.seed) for i in indices]
-        configurations[label] = {"records": records, "summary": summarize(records)}
     for path in args.merge or []:
         for label, entry in json.loads(path.read_text())["configurations"].items():
             records = configurations.get(label, {"records": []})["records"] + entry["records"]
             configurations[label] = {"records": records, "summary": summarize(records)}
+    if args.merge:
+        write(args, configurations)
+        return
+    for members in args.members:
+        label = "4dvar" if members == 1 else f"4dvar RML {members} members"
+        records = []
+        for index in args.truth_indices or range(args.truths):
+            records.append(run_truth(index, members, args.max_iter, args.tol, args.seed))
+            configurations[label] = {"records": records, "summary": summarize(records)}
+            write(args, configurations)  # after every truth: a partial run keeps its numbers
+
+
+def write(args: argparse.Namespace, configurations: dict[str, Any]) -> None:
+    """The results JSON and Markdown table."""
     results = {
         "command": args.command or (
             "OMP_NUM_THREADS=1 PYTHONPATH=$PWD python benchmarks/var4d_tsunami.py "

@@ -246,6 +246,40 @@ def test_adapter_reduces_the_error_below_the_prior(lorenz_case):
     assert abs(float(analysis["F"][-1, 0]) - truth_forcing) < abs(8.0 - truth_forcing)
 
 
+def test_adapter_rml_ensemble_has_members_and_spread(lorenz_case):
+    truth, obs = lorenz_case
+    analysis = obs.isel(time=slice(0, 6)).ldensf.assimilate(
+        xl.simulator("lorenz96", preset="small"), method="4dvar", window=2, members=4,
+        seed=0)
+    assert analysis.sizes["member"] == 4
+    assert analysis.attrs["xldensf_members"] == 4
+    assert analysis["cost_function"].dims == ("time", "member")
+    spread = analysis["x"].std("member")
+    assert bool((spread > 0).all()) and bool(np.isfinite(analysis["x"]).all())
+
+
+def test_tsunami_source_position_through_the_initial_state():
+    """x0, y0 alone in the control (background_std=0), entering through the initial bump:
+    the estimate moves from the prior centre towards the truth's."""
+    truth = xl.simulate("tsunami", runs=1, seed=1000, preset="small", n_outputs=4,
+                        progress=False).isel(run=0)
+    obs = truth.ldensf.observe(stations="4x4", noise=0.1, seed=0)
+    model = xl.simulator("tsunami", preset="small", n_outputs=4)
+    analysis = obs.ldensf.assimilate(model, method="4dvar", window=4, background_std=0.0,
+                                     initial_state_parameters=True, seed=0)
+    centre = model.default_parameters(1)[0].numpy()
+    for j, name in enumerate(("x0", "y0")):
+        error = abs(float(analysis[name][-1, 0]) - float(truth[name]))
+        assert error < 0.25 * abs(centre[j] - float(truth[name]))
+
+
+def test_initial_state_parameters_need_a_deterministic_initial_state(lorenz_case):
+    _, obs = lorenz_case
+    with pytest.raises(ConfigurationError, match="deterministic"):
+        obs.ldensf.assimilate(xl.simulator("lorenz96", preset="small"), method="4dvar",
+                              initial_state_parameters=True, seed=0)
+
+
 def test_window_longer_than_the_observations_is_refused(lorenz_case):
     _, obs = lorenz_case
     with pytest.raises(ConfigurationError, match="window"):
