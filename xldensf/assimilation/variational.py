@@ -184,7 +184,7 @@ def assimilate_4dvar(
     obs_error
         Override of the observation error standard deviation.
     seed
-        Seed of the prior draw; recorded in the attrs.
+        Seed of the prior draw and of the ensemble's perturbations; recorded in the attrs.
     progress
         Progress bar over windows; ``None`` follows :func:`xldensf.set_options`.
     window, shift
@@ -226,7 +226,8 @@ def assimilate_4dvar(
     Raises
     ------
     ConfigurationError
-        A window longer than the observations, a model without gradients, bad settings.
+        A window longer than the observations, a model without gradients, bad settings,
+        ``initial_state_parameters`` with a random initial state.
     DataError
         A bad prior or observation Dataset.
     """
