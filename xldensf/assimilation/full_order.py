@@ -162,7 +162,7 @@ def assimilate_full_order(
     model: Simulator | ForecastModel,
     *,
     method: str | None = None,
-    members: int = 20,
+    members: int | None = None,
     prior: xr.Dataset | None = None,
     prior_spread: float = 0.1,
     obs_error: Any = None,
@@ -187,7 +187,8 @@ def assimilate_full_order(
         ``"letkf"`` for full-order models), or ``"4dvar"``
         (:func:`~xldensf.assimilation.variational.assimilate_4dvar` and its settings).
     members
-        Ensemble size (>= 2).
+        Ensemble size (>= 2, default 20); with ``"4dvar"`` the size of its ensemble of
+        perturbed minimisations (default 1).
     prior
         Initial ensemble: a Dataset with a ``member`` dim, or one state (members are drawn
         around it with ``prior_spread``). Parameters are read from coordinates of the
@@ -230,7 +231,6 @@ def assimilate_full_order(
     """
     # Long by its docstring (every public option documented); the body is 59 lines of
     # sequential steps (check, read, build the kernel, cycle, write) kept in one place.
-    members = check_members(members)
     method = "letkf" if method is None else method
     user = not isinstance(model, Simulator)
     if user:
@@ -246,6 +246,7 @@ def assimilate_full_order(
                                 **settings)
     if method not in FILTERS and kernel is None:
         raise UnknownNameError(expected_found("method", FULL_ORDER_METHODS, method))
+    members = check_members(20 if members is None else members)
     seed = resolve_seed(seed)
     generator = torch.Generator().manual_seed(int(seed))
     geometry = model.geometry if user else GridGeometry.from_simulator(model)

@@ -3,8 +3,11 @@
 
 The control vector is the state at each window's start and, where the case has parameters,
 the parameters (joint state + parameter estimation); gradients come from autograd through
-the simulator's :meth:`~xldensf.simulators.base.Simulator.advance`. The output holds one
-member: the analysis at every observation time.
+the simulator's :meth:`~xldensf.simulators.base.Simulator.advance`. Where the parameters
+only set the initial state (the tsunami's source position), ``initial_state_parameters``
+estimates them through it. The output holds one member, the analysis at every observation
+time, or with ``members > 1`` an ensemble of perturbed minimisations (randomised maximum
+likelihood) batched through the simulator.
 
 Examples
 --------
@@ -15,6 +18,10 @@ Examples
 ...                                  method="4dvar", window=2, seed=0)
 >>> analysis["x"].dims, analysis.sizes["member"]
 (('time', 'member', 'k'), 1)
+>>> ensemble = obs.ldensf.assimilate(xl.simulator("lorenz96", preset="small"),
+...                                  method="4dvar", window=2, members=3, seed=0)
+>>> ensemble.sizes["member"]
+3
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -32,7 +39,7 @@ from tqdm.auto import tqdm
 
 from .._version import __version__
 from ..conventions import MEMBER_DIM, variable_attrs
-from ..errors import ConfigurationError, expected_found
+from ..errors import ConfigurationError, check_positive_int, expected_found
 from ..filters.fourdvar import background_sqrt, fourdvar
 from ..geometry import GridGeometry, InterpolationOperator
 from ..options import progress_enabled, resolve_seed
@@ -112,12 +119,28 @@ def _parameter_std(model: Simulator, parameter_std: Any, estimate: bool) -> torc
     return torch.full((len(specs),), float(parameter_std), dtype=torch.float64)
 
 
+def _initial_state_map(model: Simulator, params: torch.Tensor, low: torch.Tensor,
+                       high: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``initial(p (batch, n_params)) -> (batch, n_fields)``: the model's initial state of
+    the parameters clamped to their valid range, checked deterministic."""
+    def initial(parameters: torch.Tensor) -> torch.Tensor:
+        clamped = torch.minimum(torch.maximum(parameters.to(model.dtype), low), high)
+        return model.initial_state(clamped).reshape(len(parameters), -1)
+
+    probe = params[None].to(model.dtype)
+    if not torch.equal(initial(probe), initial(probe)):
+        raise ConfigurationError(expected_found(
+            "initial_state_parameters", "a case whose initial state is a deterministic "
+            "function of its parameters", "a random initial state"))
+    return initial
+
+
 def assimilate_4dvar(
     observations: xr.Dataset,
     model: Simulator,
     *,
     method: str = "4dvar",
-    members: int = 20,
+    members: int | None = None,
     prior: xr.Dataset | None = None,
     obs_error: Any = None,
     seed: int | None = None,
@@ -135,6 +158,8 @@ def assimilate_4dvar(
     tol: float = 1e-10,
     reuse_observations: bool = False,
     check_gradient: bool = True,
+    prior_members: int = 20,
+    initial_state_parameters: bool = False,
 ) -> xr.Dataset:
     """Strong-constraint 4D-Var of station observations with a full-order simulator.
 
@@ -148,8 +173,10 @@ def assimilate_4dvar(
     method
         ``"4dvar"``.
     members
-        Size of the prior draw when ``prior`` is None (the first draw is the background,
-        all of them form the ensemble of the hybrid covariance).
+        Size of the ensemble of perturbed minimisations (randomised maximum likelihood:
+        each member cycles its own windows with observations perturbed by their error and a
+        background perturbed by a draw of ``B^{1/2}``, all members batched through the
+        simulator); default 1, the plain analysis without spread.
     prior
         Background: one state, or members (their mean is the background, their anomalies
         the hybrid's ensemble). Parameters come from coordinates of the same names, else
@@ -157,7 +184,7 @@ def assimilate_4dvar(
     obs_error
         Override of the observation error standard deviation.
     seed
-        Seed of the prior draw; recorded in the attrs.
+        Seed of the prior draw and of the ensemble's perturbations; recorded in the attrs.
     progress
         Progress bar over windows; ``None`` follows :func:`xldensf.set_options`.
     window, shift
@@ -179,37 +206,56 @@ def assimilate_4dvar(
         Time of the background (model time units); default the first observation time.
     optimizer, max_iter, tol, reuse_observations, check_gradient
         Minimiser and window settings (see :func:`xldensf.filters.fourdvar.fourdvar`).
+    prior_members
+        Size of the prior draw when ``prior`` is None (the first draw is the background,
+        all of them form the ensemble of the hybrid covariance).
+    initial_state_parameters
+        The parameters set the initial state (``model.initial_state(p)``, e.g. the
+        tsunami's bump centre): the background state is the initial state of the
+        background parameters, ``background_time`` defaults to 0 (the model's start), and
+        windows starting there estimate the parameters through the initial state. The
+        case's initial state must be a deterministic function of its parameters.
 
     Returns
     -------
     xarray.Dataset
-        Analysis ``(time, member=1, *grid)`` in the observations' units, parameters
+        Analysis ``(time, member, *grid)`` in the observations' units, parameters
         ``(time, member)``, the final cost and iterations of each time's window, attrs
         recording method, settings, seed, version and wall time.
 
     Raises
     ------
     ConfigurationError
-        A window longer than the observations, a model without gradients, bad settings.
+        A window longer than the observations, a model without gradients, bad settings,
+        ``initial_state_parameters`` with a random initial state.
     DataError
         A bad prior or observation Dataset.
     """
-    # Long by its docstring (every public option documented); the body is 82 lines of
-    # sequential steps (check, read, build the kernel, cycle, write) kept in one place.
+    # Long by its docstring (every public option documented); the body is sequential steps
+    # (check, read, build the kernel, cycle, write) kept in one place.
     if method not in VARIATIONAL_METHODS:
         raise ConfigurationError(expected_found("method", VARIATIONAL_METHODS, method))
+    members = check_positive_int("members", 1 if members is None else members)
     settings = {"window": window, "shift": shift, "background_std": background_std,
                 "background_covariance": None if background_covariance is None else "given",
                 "ensemble_weight": ensemble_weight, "estimate_parameters": estimate_parameters,
                 "parameter_std": parameter_std, "background_time": background_time,
                 "optimizer": optimizer, "max_iter": max_iter, "tol": tol,
-                "reuse_observations": reuse_observations}
+                "reuse_observations": reuse_observations, "prior_members": prior_members,
+                "initial_state_parameters": initial_state_parameters}
     seed = resolve_seed(seed)
     generator = torch.Generator().manual_seed(int(seed))
     geometry = GridGeometry.from_simulator(model)
     problem = observation_problem(observations, model, obs_error=obs_error, geometry=geometry)
-    background, ensemble = _prior_states(model, prior, max(int(members), 2), generator)
+    background, ensemble = _prior_states(
+        model, prior, max(check_positive_int("prior_members", prior_members), 2), generator)
     params = _background_parameters(model, prior)
+    low = model.tensor([spec.valid_low for spec in model.parameter_specs])
+    high = model.tensor([spec.valid_high for spec in model.parameter_specs])
+    initial = (_initial_state_map(model, params, low, high) if initial_state_parameters
+               else None)
+    if initial is not None:
+        background = initial(params[None].to(model.dtype))[0].to(background)
     n_fields = len(background)
     covariance = (None if background_covariance is None
                   else torch.as_tensor(np.asarray(background_covariance, dtype=np.float64)))
@@ -224,8 +270,6 @@ def assimilate_4dvar(
 
     operators = ([operator_for(frame) for frame in problem.positions.values]
                  if problem.positions.moving else operator_for(problem.positions.values))
-    low = model.tensor([spec.valid_low for spec in model.parameter_specs])
-    high = model.tensor([spec.valid_high for spec in model.parameter_specs])
 
     def advance(state: torch.Tensor, parameters: torch.Tensor, t0: float,
                 duration: float) -> torch.Tensor:
@@ -234,7 +278,8 @@ def assimilate_4dvar(
         return model.advance(fields, clamped, t0, duration).reshape(len(state), -1)
 
     times = problem.times.astype(np.float64)
-    t0 = float(times[0]) if background_time is None else float(background_time)
+    t0 = (float(background_time) if background_time is not None
+          else 0.0 if initial is not None else float(times[0]))
 
     def wrapper(plan: list) -> Any:
         return tqdm(plan, desc="4dvar windows", disable=not progress_enabled(progress),
@@ -247,13 +292,13 @@ def assimilate_4dvar(
                                                            estimate_parameters),
         window=window, shift=shift, optimizer=optimizer, max_iter=max_iter, tol=tol,
         reuse_observations=reuse_observations, check_gradient=check_gradient,
-        progress=wrapper)
+        progress=wrapper, members=members, generator=generator, initial=initial)
     wall = time.perf_counter() - start
     attrs = {
         "title": "xldensf 4dvar analysis",
         "xldensf_method": "4dvar",
         "xldensf_settings": json.dumps(settings, sort_keys=True, default=str),
-        "xldensf_members": 1,
+        "xldensf_members": members,
         "xldensf_seed": int(seed),
         "xldensf_version": __version__,
         "xldensf_case": model.case,
@@ -261,18 +306,19 @@ def assimilate_4dvar(
         "xldensf_observed": " ".join(problem.variables),
         "xldensf_wall_time_s": round(wall, 3),
     }
-    array = result.analysis.detach().cpu().numpy()[:, None]
+    array = result.ensemble.detach().cpu().numpy()
     fields = array.reshape(*array.shape[:2], *model.state_shape)
-    parameters = result.parameters.detach().cpu().numpy()[:, None]
+    parameters = result.ensemble_parameters.detach().cpu().numpy()
+    iterations = np.repeat(result.iterations.numpy()[:, None], members, axis=1)
     ensembles = {"": EnsembleFields(
         fields={name: (fields[:, :, i], variable_attrs(model.case, name))
                 for i, name in enumerate(model.variables)},
         parameters={spec.name: (parameters[..., j], {"units": spec.units,
                                                      "long_name": spec.long_name})
                     for j, spec in enumerate(model.parameter_specs)},
-        extra={"cost_function": ((), result.cost.numpy()[:, None],
+        extra={"cost_function": ((), result.ensemble_cost.numpy(),
                                  {"long_name": "final 4D-Var cost of the window", "units": "1"}),
-               "iterations": ((), result.iterations.numpy()[:, None],
+               "iterations": ((), iterations,
                               {"long_name": "minimiser iterations of the window",
                                "units": "1"})})}
     space_coords = {coord.name: (coord.name, coord.values, coord.attrs)

@@ -6,9 +6,12 @@ transform, ``B = L L^T``), and the cost ::
 
     J(v) = 1/2 |v|^2 + 1/2 sum_k |R_k^{-1/2} (y_k - H_k M_{0->k}(x0, p))|^2
 
-is minimised by Gauss-Newton (the Jacobian of the window's observations in one reverse
-pass through a batch of copies of the start state, one per observation) or by L-BFGS with a
-strong-Wolfe line search (the gradient by reverse mode). No adjoint is
+is minimised by Gauss-Newton (the Jacobian of the window's observations in one pass
+through a batch of copies of the start state: forward mode with one copy per control when
+there are fewer controls than observations, else reverse mode with one copy per
+observation) or by L-BFGS with a strong-Wolfe line search (the gradient by reverse mode).
+With ``members > 1`` an ensemble of perturbed minimisations (randomised maximum
+likelihood, :func:`~xldensf.filters.rml.perturbed_members`) runs batched. No adjoint is
 written by hand: ``advance`` must be differentiable, which :func:`check_differentiable`
 verifies against a finite difference before the first window.
 
@@ -38,8 +41,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from torch.autograd import forward_ad
 
 from ..errors import ConfigurationError, DataError, check_positive_int, expected_found
+from .rml import Initial, perturbed_members
 
 __all__ = ["FourDVarResult", "WindowProblem", "fourdvar", "background_sqrt", "check_differentiable",
            "window_cost", "OPTIMIZERS"]
@@ -61,13 +66,18 @@ class FourDVarResult:
     Attributes
     ----------
     analysis
-        ``(n_times, n_state)``: the analysis at each observation time.
+        ``(n_times, n_state)``: the analysis at each observation time (the members' mean).
     parameters
-        ``(n_times, n_params)``: the parameters of the window that produced it.
+        ``(n_times, n_params)``: the parameters of the window that produced it (mean).
     cost
-        ``(n_times,)``: the final cost of that window.
+        ``(n_times,)``: the final cost of that window (mean over members).
     iterations
         ``(n_times,)``: the minimiser's iterations in that window.
+    windows
+        ``(first, end)`` observation indices of each window.
+    ensemble, ensemble_parameters, ensemble_cost
+        ``(n_times, members, ...)``: each member's analysis, parameters and cost (one
+        member: the plain analysis).
     """
 
     analysis: torch.Tensor
@@ -75,6 +85,9 @@ class FourDVarResult:
     cost: torch.Tensor
     iterations: torch.Tensor
     windows: list[tuple[int, int]] = field(default_factory=list)
+    ensemble: torch.Tensor | None = None
+    ensemble_parameters: torch.Tensor | None = None
+    ensemble_cost: torch.Tensor | None = None
 
 
 def background_sqrt(n_state: int, *, std: Any = None, covariance: torch.Tensor | None = None,
@@ -131,7 +144,8 @@ def background_sqrt(n_state: int, *, std: Any = None, covariance: torch.Tensor |
 @dataclass
 class WindowProblem:
     """One window's problem: the start time, the observation times as offsets from it, and
-    per observation time the values, the operator ``(m, n_state)`` and ``1 / obs_std``.
+    per observation time the values (``(m,)``, or ``(batch, m)`` with one row per member),
+    the operator ``(m, n_state)`` and ``1 / obs_std``.
 
     Examples
     --------
@@ -145,6 +159,17 @@ class WindowProblem:
     values: list[torch.Tensor]
     operators: list[torch.Tensor]
     inv_std: list[torch.Tensor]
+
+    @property
+    def n_obs(self) -> int:
+        """Observations in the window (per member)."""
+        return sum(int(values.shape[-1]) for values in self.values)
+
+    def repeated(self, copies: int) -> WindowProblem:
+        """The problem with each member's values repeated ``copies`` times (batched rows)."""
+        values = [y.reshape(-1, y.shape[-1]).repeat_interleave(copies, dim=0)
+                  for y in self.values]
+        return WindowProblem(self.start, self.offsets, values, self.operators, self.inv_std)
 
 
 def _trajectory(advance: Advance, state: torch.Tensor, params: torch.Tensor,
@@ -167,10 +192,37 @@ def _normalized_misfits(states: list[torch.Tensor], window: WindowProblem) -> to
     return torch.cat(parts, dim=-1)
 
 
+def _start(v: torch.Tensor, state_b: torch.Tensor, params_b: torch.Tensor, root: torch.Tensor,
+           param_std: torch.Tensor,
+           initial: Initial | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Start states ``(batch, n_state)`` and parameters of control vectors ``v (batch, c)``
+    about the backgrounds ``(batch, n_state)``, ``(batch, n_params)``: ``x0 = xb + L v_x``
+    (plus ``initial(p) - initial(pb)`` where the parameters set the initial state)."""
+    n_x = root.shape[1]
+    params = params_b + param_std * v[:, n_x:]
+    state = state_b + v[:, :n_x] @ root.T
+    if initial is not None:
+        state = state + initial(params) - initial(params_b)
+    return state, params
+
+
+def _member_costs(advance: Advance, v: torch.Tensor, state_b: torch.Tensor,
+                  params_b: torch.Tensor, root: torch.Tensor, param_std: torch.Tensor,
+                  window: WindowProblem, initial: Initial | None) -> torch.Tensor:
+    """``J`` of each member's control ``v (batch, c)``, ``(batch,)``: the members are
+    independent problems, so their sum is one batched cost with the same minimisers."""
+    state, params = _start(v, state_b, params_b, root, param_std, initial)
+    misfit = _normalized_misfits(_trajectory(advance, state, params, window), window)
+    return 0.5 * v.square().sum(-1) + 0.5 * misfit.square().sum(-1)
+
+
 def window_cost(advance: Advance, v: torch.Tensor, state_b: torch.Tensor,
                 params_b: torch.Tensor, root: torch.Tensor, param_std: torch.Tensor,
-                window: WindowProblem) -> torch.Tensor:
+                window: WindowProblem, initial: Initial | None = None) -> torch.Tensor:
     """The cost ``J(v)`` of one window (scalar, differentiable in ``v``).
+
+    ``initial(params (batch, n_params)) -> (batch, n_state)``, where given, is the initial
+    state the parameters set: the start state moves by ``initial(p) - initial(pb)``.
 
     Examples
     --------
@@ -180,58 +232,102 @@ def window_cost(advance: Advance, v: torch.Tensor, state_b: torch.Tensor,
     ...                   torch.eye(2), torch.zeros(0), win))
     1.0
     """
-    n_x = root.shape[1]
-    state = (state_b + root @ v[:n_x])[None]
-    params = (params_b + param_std * v[n_x:])[None]
-    misfit = _normalized_misfits(_trajectory(advance, state, params, window), window)
-    return 0.5 * (v @ v) + 0.5 * misfit.square().sum()
+    return _member_costs(advance, v[None], state_b[None], params_b[None], root, param_std,
+                         window, initial)[0]
 
 
 def _jacobian(advance: Advance, v: torch.Tensor, state_b: torch.Tensor, params_b: torch.Tensor,
-              root: torch.Tensor, param_std: torch.Tensor,
-              window: WindowProblem) -> tuple[torch.Tensor, torch.Tensor]:
-    """The misfits ``d (m,)`` at ``v`` and their Jacobian ``G = -dd/dv (m, n_control)``.
+              root: torch.Tensor, param_std: torch.Tensor, window: WindowProblem,
+              initial: Initial | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The misfits ``d (batch, m)`` at ``v (batch, c)`` and their Jacobians
+    ``G = -dd/dv (batch, m, c)``.
 
-    One reverse pass: the model runs on a batch of ``m`` copies of the start state, copy
-    ``i`` contributes only misfit ``i`` to the summed output, so the gradient of copy ``i``
-    is row ``i`` of the Jacobian (the batched simulators make ``m`` copies cost about one).
+    One reverse pass: the model runs on a batch of ``m`` copies of each member's start
+    state, copy ``i`` contributes only misfit ``i`` to the summed output, so the gradient of
+    copy ``i`` is row ``i`` of the Jacobian (the batched simulators make the ``batch * m``
+    copies cost about one run).
     """
-    n_x = root.shape[1]
-    n_obs = sum(len(values) for values in window.values)
-    copies = v.detach().expand(n_obs, -1).clone().requires_grad_(True)
-    state = state_b + copies[:, :n_x] @ root.T
-    params = params_b + param_std * copies[:, n_x:]
-    misfit = _normalized_misfits(_trajectory(advance, state, params, window), window)
+    batch, n_obs = v.shape[0], window.n_obs
+    copies = v.detach().repeat_interleave(n_obs, dim=0).requires_grad_(True)
+    state, params = _start(copies, state_b.repeat_interleave(n_obs, dim=0),
+                           params_b.repeat_interleave(n_obs, dim=0), root, param_std, initial)
+    repeated = window.repeated(n_obs)
+    misfit = _normalized_misfits(_trajectory(advance, state, params, repeated), repeated)
+    diagonal = misfit.reshape(batch, n_obs, n_obs).diagonal(dim1=1, dim2=2)
     if not misfit.requires_grad:
+        if root.shape[1] == 0:  # only parameters that do not act in this window
+            return diagonal.detach(), v.new_zeros(batch, n_obs, v.shape[1])
         raise ConfigurationError(expected_found(
             "a differentiable model", "advance() with an autograd graph",
             "outputs without gradient (the model detaches or leaves torch)"))
-    diagonal = misfit.diagonal()
     (rows,) = torch.autograd.grad(diagonal.sum(), copies)
-    return diagonal.detach(), -rows
+    return diagonal.detach(), -rows.reshape(batch, n_obs, -1)
+
+
+def _jacobian_forward(advance: Advance, v: torch.Tensor, state_b: torch.Tensor,
+                      params_b: torch.Tensor, root: torch.Tensor, param_std: torch.Tensor,
+                      window: WindowProblem, initial: Initial | None
+                      ) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """As :func:`_jacobian` by forward mode: one column per copy, ``batch * c`` copies (no
+    graph kept, so long windows fit in memory); ``None`` where the model has no forward
+    mode (the reverse pass is used instead)."""
+    batch, n_control = v.shape
+    tangents = torch.eye(n_control, dtype=v.dtype, device=v.device).repeat(batch, 1)
+    try:
+        with forward_ad.dual_level():
+            dual = forward_ad.make_dual(v.detach().repeat_interleave(n_control, dim=0),
+                                        tangents)
+            state, params = _start(dual, state_b.repeat_interleave(n_control, dim=0),
+                                   params_b.repeat_interleave(n_control, dim=0), root,
+                                   param_std, initial)
+            repeated = window.repeated(n_control)
+            misfit = _normalized_misfits(_trajectory(advance, state, params, repeated),
+                                         repeated)
+            primal, tangent = forward_ad.unpack_dual(misfit)
+    except (NotImplementedError, RuntimeError):
+        return None
+    if tangent is None:
+        return None
+    primal = primal.reshape(batch, n_control, -1)[:, 0]
+    return primal.detach(), -tangent.reshape(batch, n_control, -1).mT
 
 
 def _gauss_newton(advance: Advance, state_b: torch.Tensor, params_b: torch.Tensor,
                   root: torch.Tensor, param_std: torch.Tensor, window: WindowProblem,
-                  max_iter: int, tol: float) -> tuple[torch.Tensor, int]:
-    """Gauss-Newton on ``J``: ``(I + G^T G) dv = G^T d - v`` until ``|dv|^2 < tol * n``."""
-    v = root.new_zeros(root.shape[1] + len(params_b))
-    eye = torch.eye(len(v), dtype=v.dtype, device=v.device)
+                  max_iter: int, tol: float,
+                  initial: Initial | None) -> tuple[torch.Tensor, int]:
+    """Gauss-Newton on each member's ``J``: ``(I + G^T G) dv = G^T d - v`` until every
+    member's ``|dv|^2 < tol * n``. ``G`` by forward mode when there are fewer controls
+    than observations, else by reverse mode (and the step in observation space by the
+    Woodbury identity)."""
+    n_control = root.shape[1] + params_b.shape[-1]
+    v = root.new_zeros(len(state_b), n_control)
     iterations = 0
     while iterations < max_iter:
-        misfit, jac = _jacobian(advance, v, state_b, params_b, root, param_std, window)
-        step = torch.linalg.solve(eye + jac.T @ jac, jac.T @ misfit - v)
+        forward = (_jacobian_forward(advance, v, state_b, params_b, root, param_std, window,
+                                     initial) if n_control < window.n_obs else None)
+        misfit, jac = forward if forward is not None else _jacobian(
+            advance, v, state_b, params_b, root, param_std, window, initial)
+        rhs = (jac.mT @ misfit[..., None])[..., 0] - v
+        n_obs = jac.shape[1]
+        if n_obs < n_control:
+            inner = torch.eye(n_obs, dtype=v.dtype, device=v.device) + jac @ jac.mT
+            step = rhs - (jac.mT @ torch.linalg.solve(inner, jac @ rhs[..., None]))[..., 0]
+        else:
+            eye = torch.eye(n_control, dtype=v.dtype, device=v.device)
+            step = torch.linalg.solve(eye + jac.mT @ jac, rhs[..., None])[..., 0]
         v, iterations = v + step, iterations + 1
-        if float(step @ step) < tol * len(v):
+        if float(step.square().sum(-1).max()) < tol * n_control:
             break
     return v, iterations
 
 
 def _lbfgs(advance: Advance, state_b: torch.Tensor, params_b: torch.Tensor, root: torch.Tensor,
            param_std: torch.Tensor, window: WindowProblem, max_iter: int,
-           tol: float) -> tuple[torch.Tensor, int]:
-    """L-BFGS (strong Wolfe) on ``J`` with the gradient by reverse mode."""
-    v = root.new_zeros(root.shape[1] + len(params_b)).requires_grad_(True)
+           tol: float, initial: Initial | None) -> tuple[torch.Tensor, int]:
+    """L-BFGS (strong Wolfe) on the members' summed ``J`` with the gradient by reverse mode
+    (the members' problems are independent: the sum has their minimisers)."""
+    v = root.new_zeros(len(state_b), root.shape[1] + params_b.shape[-1]).requires_grad_(True)
     optimizer = torch.optim.LBFGS([v], lr=1.0, max_iter=max_iter, history_size=20,
                                   tolerance_grad=tol, tolerance_change=1e-12,
                                   line_search_fn="strong_wolfe")
@@ -239,7 +335,8 @@ def _lbfgs(advance: Advance, state_b: torch.Tensor, params_b: torch.Tensor, root
 
     def closure() -> torch.Tensor:
         optimizer.zero_grad()
-        cost = window_cost(advance, v, state_b, params_b, root, param_std, window)
+        cost = _member_costs(advance, v, state_b, params_b, root, param_std, window,
+                             initial).sum()
         cost.backward()
         evaluations[0] += 1
         return cost
@@ -326,6 +423,9 @@ def fourdvar(
     reuse_observations: bool = False,
     check_gradient: bool = True,
     progress: Callable[[Any], Any] | None = None,
+    members: int = 1,
+    generator: torch.Generator | None = None,
+    initial: Initial | None = None,
 ) -> FourDVarResult:
     """Run strong-constraint 4D-Var with sliding windows over all observation times.
 
@@ -333,7 +433,7 @@ def fourdvar(
     ----------
     advance
         ``advance(state (batch, n_state), params (batch, n_params), t0, duration)``: the
-        model, differentiable by autograd (reverse and forward mode).
+        model, differentiable by autograd (reverse mode).
     state_background, params_background
         Background ``(n_state,)`` at ``t0`` and parameters ``(n_params,)`` (may be empty).
     t0
@@ -347,7 +447,8 @@ def fourdvar(
     obs_std
         Observation error standard deviation: a number or ``(n_times, m)``.
     background_sqrt
-        ``L`` with ``B = L L^T``, ``(n_state, r)`` (see :func:`background_sqrt`).
+        ``L`` with ``B = L L^T``, ``(n_state, r)`` (see :func:`background_sqrt`); its zero
+        columns are dropped from the control vector.
     parameter_std
         Background standard deviation of each parameter (``None`` or 0: fixed parameters).
     window
@@ -372,12 +473,23 @@ def fourdvar(
         Check ``advance`` against a finite difference first (:func:`check_differentiable`).
     progress
         Optional wrapper of the window iterator (e.g. ``tqdm``).
+    members
+        Size of the randomised-maximum-likelihood ensemble (:func:`perturbed_members`):
+        each member cycles its own minimisations with perturbed background and
+        observations, all members batched through ``advance``; 1: the plain analysis.
+    generator
+        Random generator of the perturbations.
+    initial
+        ``initial(params (batch, n_params)) -> (batch, n_state)``: the initial state the
+        parameters set (e.g. a source position). Windows that start at ``t0`` then move the
+        start state by ``initial(p) - initial(pb)``, so the parameters are estimated from
+        the observations through it.
 
     Returns
     -------
     FourDVarResult
         The analysis at every observation time, with the parameters, cost and iterations of
-        the window that produced it.
+        the window that produced it, and each member's.
 
     Raises
     ------
@@ -387,12 +499,13 @@ def fourdvar(
     DataError
         Observation times before ``t0`` or decreasing.
     """
-    # Long by its docstring (every public option documented); the body is 66 lines of
-    # sequential steps (check, read, build the kernel, cycle, write) kept in one place.
+    # Long by its docstring (every public option documented); the body is sequential steps
+    # (check, read, perturb, cycle over windows, collect) kept in one place.
     times_t = torch.as_tensor(times, dtype=torch.float64).reshape(-1)
     n_times = len(times_t)
     window = check_positive_int("window", window)
     shift = check_positive_int("shift", shift)
+    members = check_positive_int("members", members)
     if window > n_times:
         raise ConfigurationError(expected_found("window", f"at most the {n_times} observation "
                                                 "times", window))
@@ -405,6 +518,7 @@ def fourdvar(
     state_b = state_background.reshape(-1)
     params_b = params_background.reshape(-1).to(state_b)
     root = torch.as_tensor(background_sqrt).to(state_b)
+    root = root[:, root.abs().sum(0) > 0]  # zero columns: no control, no cost
     param_std = (params_b.new_zeros(len(params_b)) if parameter_std is None
                  else torch.as_tensor(parameter_std).to(state_b).reshape(-1).expand(len(params_b)))
     n_control = root.shape[1] + len(params_b)
@@ -423,10 +537,13 @@ def fourdvar(
         duration = float(times_t[0]) - t0 if float(times_t[0]) > t0 else float(
             times_t[-1] - times_t[0]) / max(n_times - 1, 1)
         check_differentiable(advance, state_b[None], params_b[None], t0, duration)
+    state_b, params_b, values = perturbed_members(state_b, params_b, root, param_std, values,
+                                                  1.0 / inv_std, members, generator, initial)
 
-    analysis = state_b.new_full((n_times, len(state_b)), float("nan"))
-    parameters = params_b.new_zeros((n_times, len(params_b)))
-    costs, iterations = torch.zeros(n_times, dtype=torch.float64), torch.zeros(n_times)
+    ensemble = state_b.new_full((n_times, members, state_b.shape[1]), float("nan"))
+    parameters = params_b.new_zeros((n_times, members, params_b.shape[1]))
+    costs = torch.zeros(n_times, members, dtype=torch.float64)
+    iterations = torch.zeros(n_times)
     plan = _window_plan(n_times, window, shift)
     control_time = float(t0)
     windows = []
@@ -434,24 +551,28 @@ def fourdvar(
         start = float(times_t[control]) if control >= 0 else float(t0)
         if start > control_time:  # slide: the background is the forecast of the last start
             with torch.no_grad():
-                state_b = advance(state_b[None], params_b[None], control_time,
-                                  start - control_time)[0]
+                state_b = advance(state_b, params_b, control_time, start - control_time)
             control_time = start
+        from_initial = initial if control < 0 else None
         report = range(max(first, end - shift), end)
         obs = range(first, end) if reuse_observations else report
         problem = WindowProblem(start, [float(times_t[k]) - start for k in obs],
-                          [values[k] for k in obs], [ops[k] for k in obs],
-                          [inv_std[k] for k in obs])
-        v, n_iter = minimise(advance, state_b, params_b, root, param_std, problem,
-                             max_iter, tol)
-        with torch.no_grad():
-            cost = float(window_cost(advance, v, state_b, params_b, root, param_std, problem))
-            state_b = state_b + root @ v[:root.shape[1]]
-            params_b = params_b + param_std * v[root.shape[1]:]
-            states = _trajectory(advance, state_b[None], params_b[None], problem)
+                                [values[k] for k in obs], [ops[k] for k in obs],
+                                [inv_std[k] for k in obs])
+        if n_control:
+            v, n_iter = minimise(advance, state_b, params_b, root, param_std, problem,
+                                 max_iter, tol, from_initial)
+        else:
+            v, n_iter = state_b.new_zeros(members, 0), 0
+        with torch.no_grad():  # the cost of the optimum from its trajectory (one run)
+            state_b, params_b = _start(v, state_b, params_b, root, param_std, from_initial)
+            states = _trajectory(advance, state_b, params_b, problem)
+            cost = 0.5 * v.square().sum(-1) + 0.5 * _normalized_misfits(
+                states, problem).square().sum(-1)
         for k in report:
-            analysis[k] = states[k - obs.start][0]
+            ensemble[k] = states[k - obs.start]
             parameters[k] = params_b
             costs[k], iterations[k] = cost, n_iter
         windows.append((first, end))
-    return FourDVarResult(analysis, parameters, costs, iterations, windows)
+    return FourDVarResult(ensemble.mean(1), parameters.mean(1), costs.mean(1), iterations,
+                          windows, ensemble, parameters, costs)
