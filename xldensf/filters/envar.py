@@ -15,8 +15,10 @@ pass through a batch of copies) or L-BFGS.
 Uncertainty (``uncertainty=``): ``"rml"``, randomised maximum likelihood -- every member
 ``i`` minimises the same cost from its own background ``x_i`` with perturbed observations
 ``y + eps_i``; exact posterior samples for a linear-Gaussian problem. With Gauss-Newton the
-members share the Jacobian of the unperturbed (mean) problem unless ``jacobian="member"``
-(each member its own; exact RML minimisers for nonlinear models, ``N`` times the cost).
+unperturbed problem is solved first and the members start at its minimiser and share its
+Jacobian there (their first step is the RML sample of the problem linearised at the
+minimiser) unless ``jacobian="member"`` (each member from its own background with its own
+Jacobian; exact RML minimisers for nonlinear models, ``N`` times the cost).
 ``"hessian"``: the analysis members are the minimiser plus the posterior anomalies
 ``L (I + G^T G)^{-1/2}`` (Gauss-Newton Hessian in the control space, a deterministic
 square root as in the ETKF).
@@ -276,8 +278,9 @@ def envar_window(
     optimizer
         ``"gauss-newton"`` or ``"lbfgs"``.
     jacobian
-        Gauss-Newton with members: ``"mean"`` (the unperturbed problem's Jacobian for all)
-        or ``"member"`` (each its own).
+        Gauss-Newton with members: ``"mean"`` (the unperturbed problem is minimised first;
+        the members start at its minimiser and share its Jacobian there) or ``"member"``
+        (each from its own background with its own Jacobian).
     iterations, tol
         Most iterations; Gauss-Newton stops when every step's ``|dw|^2 < tol * r``, L-BFGS
         when the gradient's largest component is below ``tol``.
