@@ -29,6 +29,8 @@ from xldensf.metrics import parameter_error, relative_rmse, spread_skill_ratio
 
 SCORED_MEMBERS = 10  # fields scored on 10 members (decoding members on the grid is
 SCORED_EVERY = 5     # the cost on a shared CPU), at every 5th frame and the last
+ROWS = {"ldensf": "ld-ensf (default, decoder)", "rml": "latent-envar",
+        "inflation2": "latent-envar (inflation 2)", "hessian": "latent-envar (hessian)"}
 
 
 def score(analysis, truth, widths, seconds):
@@ -60,6 +62,8 @@ def main() -> None:
                         help="JSON results of other truths to include in the report")
     parser.add_argument("--skip-ldensf", action="store_true",
                         help="run latent-envar only (LD-EnSF's records come with --merge)")
+    parser.add_argument("--rows", nargs="*", default=None, choices=sorted(ROWS),
+                        help="run only these rows (the others may come with --merge)")
     parser.add_argument("--output", default="benchmarks/results")
     args = parser.parse_args()
     torch.manual_seed(0)
@@ -88,6 +92,8 @@ def main() -> None:
         }
         if args.skip_ldensf:
             runs.pop("ld-ensf (default, decoder)")
+        if args.rows is not None:
+            runs = {name: runs[name] for name in runs if name in [ROWS[r] for r in args.rows]}
         for name, settings in runs.items():
             start = time.perf_counter()
             analysis = obs.ldensf.assimilate(model, seed=index, progress=False, **settings)
@@ -98,6 +104,8 @@ def main() -> None:
     for path in args.merge:  # truths run separately (same settings)
         for name, rows in json.loads(Path(path).read_text())["records"].items():
             records[name].extend(rows)
+    for name in records:  # one record per truth (a merged file may repeat a row)
+        records[name] = list({r["truth"]: r for r in records[name]}.values())
     summary = {name: {key: float(np.mean([r[key] for r in rows])) for key in rows[0]
                       if key not in ("truth", "eta_by_frame", "scored_frames")}
                for name, rows in records.items() if rows}
