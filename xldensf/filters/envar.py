@@ -201,7 +201,9 @@ def _gauss_newton(forward: Forward, centers: torch.Tensor, root: torch.Tensor,
     """Gauss-Newton on the unperturbed problem 0 and the perturbed (RML) problems 1...
 
     ``jacobian="member"``: every problem from its own background with its own Jacobian.
-    ``"mean"``: problem 0 first, to convergence; then every member starts at that minimiser
+    ``"mean"``: problem 0 first, to convergence, from the lowest-cost of the mean and the
+    members' backgrounds (a cheap global start for a multimodal cost: one forward pass);
+    then every member starts at that minimiser
     ``x_a`` (coefficients ``w_a - v_i`` with ``c_i = c_0 + L v_i``) and iterates with the
     Jacobian at ``x_a`` on its own nonlinear cost. Its first step is the RML sample of the
     problem linearised at the minimiser, where the shared Jacobian is valid (started from
@@ -212,11 +214,15 @@ def _gauss_newton(forward: Forward, centers: torch.Tensor, root: torch.Tensor,
     if jacobian == "member" or len(centers) == 1:
         return _gauss_newton_steps(forward, centers, root, values, inv_std, w, jacobian,
                                    iterations, tol)
+    offsets = (centers[1:] - centers[:1]) @ torch.linalg.pinv(root).T  # v_i
+    with torch.no_grad():  # start at the background member of lowest cost, or the mean
+        starts = torch.cat([w[:1], offsets])
+        misfit = _misfits(forward, centers[:1] + starts @ root.T, values[:1], inv_std[:1])
+        best = int(torch.argmin(starts.square().sum(-1) + misfit.square().sum(-1)))
     w0, done = _gauss_newton_steps(forward, centers[:1], root, values[:1], inv_std[:1],
-                                   w[:1], "mean", iterations, tol)
+                                   starts[best:best + 1], "mean", iterations, tol)
     state = centers[:1] + w0 @ root.T
     gain = -_jacobians(forward, state, values[:1], inv_std[:1])[0] @ root
-    offsets = (centers[1:] - centers[:1]) @ torch.linalg.pinv(root).T  # v_i
     members, _ = _gauss_newton_steps(forward, centers[1:], root, values[1:], inv_std[1:],
                                      w0 - offsets, gain, iterations, tol)
     return torch.cat([w0, members]), done
