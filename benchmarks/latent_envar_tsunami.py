@@ -4,7 +4,11 @@ Held-out truths (seeds 1000 + i), 16 random stations (the quick benchmark's unse
 seed 7000 + i), 10 % noise, the shipped small tsunami surrogate; both methods on the same
 observations. Writes ``benchmarks/results/latent_envar_tsunami.{json,md}``.
 
-Run: ``OMP_NUM_THREADS=1 python benchmarks/latent_envar_tsunami.py [--truths 2]
+Rows: LD-EnSF default (200 members), latent-envar with RML members (the default) and with
+``inflation=2`` and with ``uncertainty="hessian"`` (the Gauss-Newton posterior square root
+around the minimiser).
+
+Run: ``OMP_NUM_THREADS=1 python benchmarks/latent_envar_tsunami.py [--truths 3]
 [--members 50] [--window 5] [--iterations 5]``
 """
 
@@ -25,6 +29,8 @@ from xldensf.metrics import parameter_error, relative_rmse, spread_skill_ratio
 
 SCORED_MEMBERS = 10  # fields scored on 10 members (decoding members on the grid is
 SCORED_EVERY = 5     # the cost on a shared CPU), at every 5th frame and the last
+ROWS = {"ldensf": "ld-ensf (default, decoder)", "rml": "latent-envar",
+        "inflation2": "latent-envar (inflation 2)", "hessian": "latent-envar (hessian)"}
 
 
 def score(analysis, truth, widths, seconds):
@@ -47,7 +53,7 @@ def score(analysis, truth, widths, seconds):
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--truths", type=int, default=2)
+    parser.add_argument("--truths", type=int, default=3)
     parser.add_argument("--members", type=int, default=50)
     parser.add_argument("--window", type=int, default=5)
     parser.add_argument("--iterations", type=int, default=5)
@@ -56,6 +62,8 @@ def main() -> None:
                         help="JSON results of other truths to include in the report")
     parser.add_argument("--skip-ldensf", action="store_true",
                         help="run latent-envar only (LD-EnSF's records come with --merge)")
+    parser.add_argument("--rows", nargs="*", default=None, choices=sorted(ROWS),
+                        help="run only these rows (the others may come with --merge)")
     parser.add_argument("--output", default="benchmarks/results")
     args = parser.parse_args()
     torch.manual_seed(0)
@@ -63,7 +71,9 @@ def main() -> None:
     full = xl.simulator("tsunami", preset="small", progress=False)
     widths = {s.name: s.prior_high - s.prior_low for s in full.parameter_specs}
     frames = len(model.metadata.times)
-    records: dict[str, list] = {"ld-ensf (default, decoder)": [], "latent-envar": []}
+    records: dict[str, list] = {"ld-ensf (default, decoder)": [], "latent-envar": [],
+                                "latent-envar (inflation 2)": [],
+                                "latent-envar (hessian)": []}
     for index in range(args.first, args.first + args.truths):
         truth = xl.simulate("tsunami", runs=1, seed=TRUTH_SEED_OFFSET + index, preset="small",
                             n_outputs=frames, progress=False).isel(run=0)
@@ -73,9 +83,17 @@ def main() -> None:
             "ld-ensf (default, decoder)": dict(members=200, likelihood="decoder"),
             "latent-envar": dict(method="latent-envar", members=args.members,
                                  window=args.window, iterations=args.iterations),
+            "latent-envar (inflation 2)": dict(method="latent-envar", members=args.members,
+                                               window=args.window,
+                                               iterations=args.iterations, inflation=2.0),
+            "latent-envar (hessian)": dict(method="latent-envar", members=args.members,
+                                           window=args.window, iterations=args.iterations,
+                                           uncertainty="hessian"),
         }
         if args.skip_ldensf:
             runs.pop("ld-ensf (default, decoder)")
+        if args.rows is not None:
+            runs = {name: runs[name] for name in runs if name in [ROWS[r] for r in args.rows]}
         for name, settings in runs.items():
             start = time.perf_counter()
             analysis = obs.ldensf.assimilate(model, seed=index, progress=False, **settings)
@@ -86,6 +104,8 @@ def main() -> None:
     for path in args.merge:  # truths run separately (same settings)
         for name, rows in json.loads(Path(path).read_text())["records"].items():
             records[name].extend(rows)
+    for name in records:  # one record per truth (a merged file may repeat a row)
+        records[name] = list({r["truth"]: r for r in records[name]}.values())
     summary = {name: {key: float(np.mean([r[key] for r in rows])) for key in rows[0]
                       if key not in ("truth", "eta_by_frame", "scored_frames")}
                for name, rows in records.items() if rows}
@@ -99,8 +119,10 @@ def main() -> None:
     lines = ["# Latent 4DEnVar smoother vs LD-EnSF: small tsunami", "",
              f"{result['truths']} held-out truths, 16 random stations, 10 % noise, shipped "
              f"surrogate; latent-envar {args.members} members, window {args.window}, "
-             f"{args.iterations} Gauss-Newton iterations; LD-EnSF 200 members. Fields scored "
-             f"on {SCORED_MEMBERS} members at every {SCORED_EVERY}th frame and the last "
+             f"at most {args.iterations} Gauss-Newton iterations, inflation 1.1 unless "
+             "named (RML members, or the Hessian's square root); LD-EnSF 200 members; the same "
+             f"observations for all. Fields scored on {SCORED_MEMBERS} members at every "
+             f"{SCORED_EVERY}th frame and the last "
              "(time mean over the scored frames after the first).", "",
              "| method | eta final | eta time mean | x0 err | y0 err | spread/skill | "
              "call s | s/window |", "|---|---|---|---|---|---|---|---|"]

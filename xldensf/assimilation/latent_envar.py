@@ -147,7 +147,8 @@ def assimilate_latent_envar(
         Gauss-Newton posterior square root around the minimiser).
     optimizer, jacobian, tol
         ``"gauss-newton"`` or ``"lbfgs"``; the RML members' Gauss-Newton Jacobian
-        (``"mean"``: the minimiser's, ``"member"``: their own); the stopping tolerance
+        (``"mean"``: the members start at the minimiser and share its Jacobian there,
+        ``"member"``: each from its own background with its own); the stopping tolerance
         (see :func:`xldensf.filters.envar.envar_window`).
     inflation
         Multiplicative inflation of each window's background anomalies (>= 1).

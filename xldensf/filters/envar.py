@@ -15,8 +15,10 @@ pass through a batch of copies) or L-BFGS.
 Uncertainty (``uncertainty=``): ``"rml"``, randomised maximum likelihood -- every member
 ``i`` minimises the same cost from its own background ``x_i`` with perturbed observations
 ``y + eps_i``; exact posterior samples for a linear-Gaussian problem. With Gauss-Newton the
-members share the Jacobian of the unperturbed (mean) problem unless ``jacobian="member"``
-(each member its own; exact RML minimisers for nonlinear models, ``N`` times the cost).
+unperturbed problem is solved first and the members start at its minimiser and share its
+Jacobian there (their first step is the RML sample of the problem linearised at the
+minimiser) unless ``jacobian="member"`` (each member from its own background with its own
+Jacobian; exact RML minimisers for nonlinear models, ``N`` times the cost).
 ``"hessian"``: the analysis members are the minimiser plus the posterior anomalies
 ``L (I + G^T G)^{-1/2}`` (Gauss-Newton Hessian in the control space, a deterministic
 square root as in the ETKF).
@@ -157,21 +159,26 @@ def _normal_power(gain: torch.Tensor, power: float, vectors: torch.Tensor) -> to
     return vectors + ((vectors @ vh.mT) * scale[..., None, :]) @ vh
 
 
-def _gauss_newton(forward: Forward, centers: torch.Tensor, root: torch.Tensor,
-                  values: torch.Tensor, inv_std: torch.Tensor, jacobian: str,
-                  iterations: int, tol: float) -> tuple[torch.Tensor, int]:
-    """Gauss-Newton on every problem ``b``: ``(I + G^T G) dw = G^T d - w``, each step
-    halved (up to :data:`_BACKTRACKS` times) while it raises that problem's cost."""
-    w = root.new_zeros(len(centers), root.shape[1])
+def _gauss_newton_steps(forward: Forward, centers: torch.Tensor, root: torch.Tensor,
+                        values: torch.Tensor, inv_std: torch.Tensor, w: torch.Tensor,
+                        jacobian: str | torch.Tensor, iterations: int,
+                        tol: float) -> tuple[torch.Tensor, int]:
+    """Gauss-Newton on every problem ``b`` from ``w``: ``(I + G^T G) dw = G^T d - w``, each
+    step halved (up to :data:`_BACKTRACKS` times) while it raises that problem's cost.
+    ``jacobian``: ``"member"`` (each problem its own ``G``), ``"mean"`` (problem 0's at its
+    iterate, for all) or a fixed ``(m, r)`` ``G`` for all."""
     done = 0
     while done < iterations:
         states = centers + w @ root.T
         with torch.no_grad():
             misfit = _misfits(forward, states, values, inv_std)
-        at = states[:1] if jacobian == "mean" else states
-        gain = -_jacobians(forward, at, values[:1], inv_std[:1]) @ root  # G = H' L
+        if isinstance(jacobian, torch.Tensor):
+            gain = jacobian[None]
+        else:
+            at = states[:1] if jacobian == "mean" else states
+            gain = -_jacobians(forward, at, values[:1], inv_std[:1]) @ root  # G = H' L
         rhs = (gain.mT @ misfit[..., None])[..., 0] - w
-        step = _normal_power(gain, -1.0, rhs[:, None])[:, 0] if jacobian == "member" \
+        step = _normal_power(gain, -1.0, rhs[:, None])[:, 0] if len(gain) > 1 \
             else _normal_power(gain[0], -1.0, rhs)
         cost = 0.5 * (w.square().sum(-1) + misfit.square().sum(-1))
         for _ in range(_BACKTRACKS):  # halve the steps that raise a problem's cost
@@ -186,6 +193,39 @@ def _gauss_newton(forward: Forward, centers: torch.Tensor, root: torch.Tensor,
         if float(step.square().sum(-1).max()) < tol * root.shape[1]:
             break
     return w, done
+
+
+def _gauss_newton(forward: Forward, centers: torch.Tensor, root: torch.Tensor,
+                  values: torch.Tensor, inv_std: torch.Tensor, jacobian: str,
+                  iterations: int, tol: float) -> tuple[torch.Tensor, int]:
+    """Gauss-Newton on the unperturbed problem 0 and the perturbed (RML) problems 1...
+
+    ``jacobian="member"``: every problem from its own background with its own Jacobian.
+    ``"mean"``: problem 0 first, to convergence, from the lowest-cost of the mean and the
+    members' backgrounds (a cheap global start for a multimodal cost: one forward pass);
+    then every member starts at that minimiser
+    ``x_a`` (coefficients ``w_a - v_i`` with ``c_i = c_0 + L v_i``) and iterates with the
+    Jacobian at ``x_a`` on its own nonlinear cost. Its first step is the RML sample of the
+    problem linearised at the minimiser, where the shared Jacobian is valid (started from
+    their own backgrounds across a wide prior, the members would take steps from a Jacobian
+    far from their states). For a linear model every start gives the same minimisers.
+    """
+    w = root.new_zeros(len(centers), root.shape[1])
+    if jacobian == "member" or len(centers) == 1:
+        return _gauss_newton_steps(forward, centers, root, values, inv_std, w, jacobian,
+                                   iterations, tol)
+    offsets = (centers[1:] - centers[:1]) @ torch.linalg.pinv(root).T  # v_i
+    with torch.no_grad():  # start at the background member of lowest cost, or the mean
+        starts = torch.cat([w[:1], offsets])
+        misfit = _misfits(forward, centers[:1] + starts @ root.T, values[:1], inv_std[:1])
+        best = int(torch.argmin(starts.square().sum(-1) + misfit.square().sum(-1)))
+    w0, done = _gauss_newton_steps(forward, centers[:1], root, values[:1], inv_std[:1],
+                                   starts[best:best + 1], "mean", iterations, tol)
+    state = centers[:1] + w0 @ root.T
+    gain = -_jacobians(forward, state, values[:1], inv_std[:1])[0] @ root
+    members, _ = _gauss_newton_steps(forward, centers[1:], root, values[1:], inv_std[1:],
+                                     w0 - offsets, gain, iterations, tol)
+    return torch.cat([w0, members]), done
 
 
 def _lbfgs(forward: Forward, centers: torch.Tensor, root: torch.Tensor, values: torch.Tensor,
@@ -244,8 +284,9 @@ def envar_window(
     optimizer
         ``"gauss-newton"`` or ``"lbfgs"``.
     jacobian
-        Gauss-Newton with members: ``"mean"`` (the unperturbed problem's Jacobian for all)
-        or ``"member"`` (each its own).
+        Gauss-Newton with members: ``"mean"`` (the unperturbed problem is minimised first;
+        the members start at its minimiser and share its Jacobian there) or ``"member"``
+        (each from its own background with its own Jacobian).
     iterations, tol
         Most iterations; Gauss-Newton stops when every step's ``|dw|^2 < tol * r``, L-BFGS
         when the gradient's largest component is below ``tol``.
