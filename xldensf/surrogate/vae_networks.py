@@ -15,7 +15,7 @@ decoder's last layer are this fixed linear map, so the trained MLPs act on ``n_m
 values instead of every grid value (a grid of 3 x 64 x 64 values trains in minutes on a
 CPU). Each station value is normalised by its mean and spread too.
 
-The loss of a batch of fields ``x`` (mode coordinates ``c``) with station values ``y`` is
+The loss of a batch of fields ``x`` (mode coordinates ``c``) with station values ``y`` is::
 
     |D(z_x) - x|^2 + |D(z_y) - x|^2 + beta [KL(q(z|x) | N(0, I)) + KL(q(z|y) | N(0, I))]
         + matching |mu_x - mu_y|^2,
