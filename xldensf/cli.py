@@ -321,7 +321,7 @@ def _add_observe(commands: Any) -> None:
 
 def _add_assimilate(commands: Any, cases: Sequence[str], presets: Sequence[str]) -> None:
     """The ``assimilate`` subcommand."""
-    from .assimilation import FULL_ORDER_METHODS, LATENT_METHODS
+    from .assimilation import FULL_ORDER_METHODS, LATENT_ENVAR_METHODS, LATENT_METHODS
 
     assimilate = commands.add_parser(
         "assimilate", help="assimilate observations into a simulator or a latent model")
@@ -330,7 +330,8 @@ def _add_assimilate(commands: Any, cases: Sequence[str], presets: Sequence[str])
                             help=f"a built-in simulator ({', '.join(sorted(cases))}) or a "
                                  "saved latent model file (.ldensf; required)")
     assimilate.add_argument("--method", default=None,
-                            choices=sorted({*FULL_ORDER_METHODS, *LATENT_METHODS}),
+                            choices=sorted({*FULL_ORDER_METHODS, *LATENT_METHODS,
+                                            *LATENT_ENVAR_METHODS}),
                             help="filter (None: letkf for a simulator, ld-ensf for a "
                                  "latent model)")
     assimilate.add_argument("--members", type=int, default=None,
