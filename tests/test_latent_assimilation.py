@@ -24,7 +24,7 @@ from xldensf.assimilation.latent import (
     DEFAULT_LATENT_STEPS,
     DEFAULT_LATENT_TIME_POWER,
 )
-from xldensf.errors import ConfigurationError, FilterDivergenceError
+from xldensf.errors import ConfigurationError, FilterDivergenceError, UnknownNameError
 from xldensf.surrogate import LatentModel, LDNetConfig, SurrogateMetadata, fit
 
 F64 = torch.float64
@@ -127,7 +127,8 @@ def test_latent_etkf_is_the_kalman_filter_on_the_augmented_latent(linear_model):
     _, observations = linear_observations(linear_model, 2.4, stations=4)
     assert "h_error_std" in observations  # the KF below reads the same error
     analysis = observations.ldensf.assimilate(linear_model, method="etkf", members=8, seed=0,
-                                              return_latent=True, return_forecasts=True)
+                                              start="prior", return_latent=True,
+                                              return_forecasts=True)
     for mean_error, cov_error, _ in _kalman_errors(linear_model, observations, analysis):
         # Linear model, linear decoder: the ETKF is exact given the forecast moments
         # (float64 round-off only, through the parameter (de)normalisation).
@@ -258,16 +259,34 @@ def test_hand_written_likelihood_gradient_gives_the_autograd_analysis(wave_model
                                                                       monkeypatch):
     observations = wave_truth.ldensf.observe(stations=6, noise=0.1, seed=0).isel(
         time=slice(0, 3))
+    # start="prior": the particle start's resampling is discontinuous in round-off
     fast = observations.ldensf.assimilate(wave_model, members=10, seed=0, steps=20,
-                                          linearize=False, return_latent=True)
+                                          linearize=False, return_latent=True, start="prior")
     monkeypatch.setattr(LatentModel, "decoder_at", lambda *args, **kwargs: None)
     slow = observations.ldensf.assimilate(wave_model, members=10, seed=0, steps=20,
-                                          linearize=False, return_latent=True)
+                                          linearize=False, return_latent=True, start="prior")
     difference = float(np.abs(fast["latent"] - slow["latent"]).max())
     # float32 round-off (1e-7 relative) through 60 sampler steps; measured 2.4e-7 against a
     # latent of size 1.1 (the sampler can amplify round-off, so not bitwise)
     assert difference < 1e-3 * float(np.abs(slow["latent"]).max()), difference
     np.testing.assert_allclose(fast["h"], slow["h"], atol=1e-3 * float(np.abs(slow["h"]).max()))
+
+
+def test_latent_start_option(wave_model, wave_truth):
+    observations = wave_truth.ldensf.observe(stations=6, noise=0.1, seed=0).isel(
+        time=slice(0, 4))
+    analysis = observations.ldensf.assimilate(wave_model, members=10, seed=0,
+                                              start_candidates=200)
+    handover = analysis.attrs["xldensf_start_handover"]
+    assert 0 <= handover <= 4 and np.isfinite(analysis["h"].values).all()
+    assert '"start": "particles"' in analysis.attrs["xldensf_settings"]
+    prior = observations.ldensf.assimilate(wave_model, members=10, seed=0, start="prior")
+    assert "xldensf_start_handover" not in prior.attrs
+    with pytest.raises(UnknownNameError, match="start"):
+        observations.ldensf.assimilate(wave_model, members=10, start="search")
+    with pytest.raises(ConfigurationError, match="start_candidates"):
+        observations.ldensf.assimilate(wave_model, members=10, start_candidates=15)
+    assert np.isfinite(analysis["c"].values).all()
 
 
 def test_moving_stations_with_the_decoder_likelihood(wave_model, wave_truth):
@@ -366,9 +385,9 @@ def test_analysis_latents_stay_near_the_training_latents():
     # latent method's analysis alike); without the bound they run away
     with pytest.raises(FilterDivergenceError):
         observations.ldensf.assimilate(model, method="etkf", members=10, seed=0,
-                                       latent_margin=None)
+                                       latent_margin=None, start="prior")
     analysis = observations.ldensf.assimilate(model, method="etkf", members=10, seed=0,
-                                              return_latent=True)
+                                              return_latent=True, start="prior")
     lower, upper = training_latent_box(model, margin=DEFAULT_LATENT_MARGIN)
     latent = torch.as_tensor(analysis["latent"].values)
     # the analysis members were clamped into the widened box (float rounding only)

@@ -61,7 +61,7 @@ from ..errors import (
     check_name,
     expected_found,
 )
-from ..filters import cycle, get_filter
+from ..filters import cycle, get_filter, particle_start_cycle
 from ..filters.ensf import PAPER_CASES, EnSF
 from ..filters.wrappers import BoundedAnalysis, StandardizedAnalysis
 from ..options import resolve_seed
@@ -93,6 +93,8 @@ __all__ = [
     "DEFAULT_LATENT_MARGIN",
     "DEFAULT_LATENT_STEPS",
     "DEFAULT_LATENT_TIME_POWER",
+    "DEFAULT_START_CANDIDATES",
+    "STARTS",
     "PHASES",
 ]
 
@@ -125,6 +127,14 @@ DEFAULT_LATENT_STEPS = 20
 #: Default time grid of the default latent EnSF, ``t_k = (1 - k / steps) ** 3``: more of
 #: the few steps near ``t = 0``, where the scores are stiffest (docs/ldensf.md).
 DEFAULT_LATENT_TIME_POWER = 3.0
+#: How the first cycles start (``start=``): ``"particles"`` (a tempered particle start on
+#: many prior draws, :func:`~xldensf.filters.particle_start_cycle`) or ``"prior"`` (the
+#: filter's first analysis on ``members`` prior draws).
+STARTS = ("particles", "prior")
+#: Default number of prior draws of the particle start (at least ten per member): a
+#: latent candidate costs microseconds per step and one decoder pass at the stations per
+#: cycle (docs/ldensf.md, "First cycles").
+DEFAULT_START_CANDIDATES = 4096
 #: Phases timed in the attrs of the analysis, ``xldensf_seconds_<phase>`` (wall seconds,
 #: summed over cycles): the latent prediction steps (with the prior's start), the analyses
 #: (with the encoder or the station operators they need), and the decoding of the output.
@@ -219,6 +229,8 @@ def assimilate_latent(
     standardize: bool = False,
     parameter_update: str = "joint",
     latent_margin: float | None = DEFAULT_LATENT_MARGIN,
+    start: str | None = None,
+    start_candidates: int | None = None,
     output: str = "lazy",
     coords: Any = None,
     seed: int | None = None,
@@ -300,6 +312,20 @@ def assimilate_latent(
         of its width on each side, as the parameters are kept in ``[-1, 1]``: off the
         training latents the networks extrapolate and members can run away. ``None``: no
         bound.
+    start
+        ``"particles"`` (default, except with ``analysis="paper"``): the first cycles are
+        analysed by importance weights on ``start_candidates`` prior draws, with each
+        cycle's likelihood tempered so that their effective sample size stays at least
+        ``members``; at the first cycle where it would not, they are resampled to
+        ``members`` members and the filter analyses the rest of that cycle's likelihood
+        and every later cycle (:func:`~xldensf.filters.particle_start_cycle`; no
+        observation is used twice). It keeps the filter from locking onto a wrong mode of
+        a multimodal early likelihood (docs/ldensf.md, "First cycles"). ``"prior"``: the
+        filter's first analysis on ``members`` prior draws (the paper's). The attrs record
+        the cycle of the handover (``xldensf_start_handover``).
+    start_candidates
+        Prior draws of the particle start; default the larger of
+        :data:`DEFAULT_START_CANDIDATES` and ten per member; at least ``2 * members``.
     output
         ``"lazy"`` (default): every member's fields, decoded frame by frame on access (a
         dask array when dask is installed; else decoded now, as ``"members"``), so the call
@@ -356,6 +382,16 @@ def assimilate_latent(
     check_name("analysis", analysis, LATENT_ANALYSES)
     check_name("output", output, OUTPUTS)
     check_name("parameter_update", parameter_update, PARAMETER_UPDATES)
+    start = ("prior" if analysis == "paper" and method == "ld-ensf" else "particles") \
+        if start is None else start
+    check_name("start", start, STARTS)
+    if start_candidates is None:
+        start_candidates = max(DEFAULT_START_CANDIDATES, 10 * members)
+    if start == "particles" and not (isinstance(start_candidates, (int, np.integer))
+                                     and start_candidates >= 2 * members):
+        raise ConfigurationError(expected_found(
+            "start_candidates", f"an integer >= 2 * members = {2 * members}",
+            start_candidates))
     if likelihood is not None:
         check_name("likelihood", likelihood, LIKELIHOODS)
     if linearize is None:  # the default analysis: linearised decoder (docs/ldensf.md)
@@ -391,7 +427,10 @@ def assimilate_latent(
     if paper:
         parameter_update = "regression"  # the member score has no cross-covariance
     recorded = {**settings, "likelihood": likelihood, "parameter_jitter": parameter_jitter,
-                "latent_margin": latent_margin, "analysis": analysis, "output": output}
+                "latent_margin": latent_margin, "analysis": analysis, "output": output,
+                "start": start}
+    if start == "particles":
+        recorded["start_candidates"] = int(start_candidates)
     if method == "ld-ensf":
         recorded.update(standardize=standardize and not paper)
         if likelihood == "decoder":
@@ -441,8 +480,9 @@ def assimilate_latent(
     seconds["analysis"] += time.perf_counter() - started
 
     started = time.perf_counter()
-    with torch.no_grad():
-        parameters = 2 * torch.rand(members, model.n_parameters, generator=generator,
+    with torch.no_grad():  # the prior: members, or the particle start's candidates
+        draws = int(start_candidates) if start == "particles" else members
+        parameters = 2 * torch.rand(draws, model.n_parameters, generator=generator,
                                     dtype=torch.float64).to(dtype) - 1
         initial = torch.cat([model.unroll(parameters.to(model.device), 1)[:, 0].cpu(),
                              parameters], dim=1)
@@ -463,9 +503,15 @@ def assimilate_latent(
         return torch.cat([latent.cpu(), params], dim=1)
 
     started, initial_seconds = time.perf_counter(), seconds["forecast"]
-    result = cycle(kernel, advance, initial, problem.times.copy(), values, operators, obs_std,
-                   t0=t0, generator=generator, return_forecasts=return_forecasts,
-                   progress=progress)
+    if start == "particles":
+        result = particle_start_cycle(
+            kernel, advance, initial, problem.times.copy(), values, operators, obs_std,
+            members=members, t0=t0, generator=generator, return_forecasts=return_forecasts,
+            progress=progress)
+    else:
+        result = cycle(kernel, advance, initial, problem.times.copy(), values, operators,
+                       obs_std, t0=t0, generator=generator,
+                       return_forecasts=return_forecasts, progress=progress)
     # the cycles' time less the forecasts: analyses (and the divergence checks)
     seconds["analysis"] += time.perf_counter() - started - (seconds["forecast"]
                                                            - initial_seconds)
@@ -483,6 +529,8 @@ def assimilate_latent(
     }
     if "xldensf_case" in meta.attrs:
         attrs["xldensf_case"] = meta.attrs["xldensf_case"]
+    if start == "particles":  # the cycle the filter took over (n_cycles: never)
+        attrs["xldensf_start_handover"] = int(result.handover)
     ensembles = {"": result.analysis}
     if return_forecasts:
         ensembles["_forecast"] = result.forecast

@@ -13,7 +13,8 @@ Each filter is a frozen dataclass of its settings with one
 ``"ensf"``
     Ensemble score filter (:class:`EnSF`), any differentiable observation operator.
 
-:func:`cycle` runs forecast/analysis cycles with any of them.
+:func:`cycle` runs forecast/analysis cycles with any of them; :func:`particle_start_cycle`
+the same after a tempered particle start on many prior draws (cheap forecasts only).
 
 Examples
 --------
@@ -38,6 +39,7 @@ from .ensf import EnSF
 from .etkf import ETKF
 from .letkf import LETKF
 from .localization import gaspari_cohn, localization_weights, pairwise_distance
+from .particle_start import ParticleStartResult, particle_start_cycle
 
 __all__ = [
     "FILTERS",
@@ -50,6 +52,8 @@ __all__ = [
     "EnSF",
     "cycle",
     "CyclingResult",
+    "particle_start_cycle",
+    "ParticleStartResult",
     "inflate",
     "gaspari_cohn",
     "pairwise_distance",

@@ -47,7 +47,7 @@ class CyclingResult:
     forecast: torch.Tensor | None = None
 
 
-def _per_cycle(value, index: int, count: int):
+def per_cycle(value, index: int, count: int):
     """``value[index]`` if ``value`` is a sequence of one item per cycle, else ``value``."""
     if isinstance(value, (list, tuple)):
         if len(value) != count:
@@ -163,10 +163,10 @@ def cycle(
         if return_forecasts:
             forecasts.append(summarise(ensemble))
         ensemble = filter.analysis(
-            ensemble, observations[index], _per_cycle(operator, index, n_cycles),
+            ensemble, observations[index], per_cycle(operator, index, n_cycles),
             obs_std[index] if std_per_cycle else obs_std, generator,
             state_positions=state_positions,
-            observation_positions=_per_cycle(observation_positions, index, n_cycles))
+            observation_positions=per_cycle(observation_positions, index, n_cycles))
         _check_divergence(ensemble, limit, f"{filter.name} analysis at cycle {index} "
                           f"(t = {time:g})")
         analyses.append(summarise(ensemble))
