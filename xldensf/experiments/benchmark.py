@@ -473,6 +473,8 @@ def run_benchmark(case: str = "tsunami", *, quick: bool = True, truths: int | No
     >>> sorted(result["methods"])
     ['enkf', 'ld-ensf-decoder']
     """
+    # Long by its docstring (every option documented); the body is sequential steps
+    # (settings, models, truths, record) kept in one place.
     setting, methods = _resolve_setting(case, quick, truths, members, latent_members,
                                         methods)
     if filter_settings:
