@@ -68,7 +68,8 @@ METHODS = ("ld-ensf-decoder", "ld-ensf-encoder", "ld-ensf-decoder-unseen", "ld-e
 #: the latent ensemble-variational smoother on the unseen layout (decoder likelihood),
 #: Latent-EnSF (Si & Chen's coupled VAE, full-order forecasts) on the trained layout, with a
 #: VAE trained on the benchmark's training runs unless one is given, and full-model
-#: 4D-Var on the trained layout (slow: about half an hour per truth on the small tsunami).
+#: 4D-Var on the trained layout (slow: its time per truth is in
+#: ``benchmarks/results/var4d_tsunami.md``).
 OPTIONAL_METHODS = ("latent-envar", "latent-ensf", "4dvar")
 #: Every method name :func:`~xldensf.experiments.run_benchmark` accepts, in table order.
 BENCHMARK_METHODS = METHODS + OPTIONAL_METHODS
