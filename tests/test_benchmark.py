@@ -26,9 +26,15 @@ from xldensf.experiments import (
     run_benchmark,
     summarize_runs,
 )
-from xldensf.surrogate import fit
+from xldensf.experiments import methods as benchmark_methods
+from xldensf.experiments.settings import OPTIONAL_METHODS
+from xldensf.geometry import regular_layout
+from xldensf.surrogate import fit, fit_vae
 
 FRAMES = 5
+#: Tiny settings of the opt-in methods (the recorded ones take minutes per truth).
+TINY_VAE = {"steps": 20, "width": 16}
+TINY_ENVAR = {"latent-envar": {"members": 4, "window": 2, "iterations": 2}}
 
 
 @pytest.fixture(scope="module")
@@ -184,3 +190,92 @@ def test_command_line(surrogate, tmp_path, capsys):
     assert main(["benchmark", "lorenz96", "--quick", "--truths", "0", "--model", str(path),
                  "--quiet"]) == 1
     assert "truths" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def optional_result(surrogate, tmp_path_factory):
+    output = tmp_path_factory.mktemp("optional")
+    return run_benchmark("lorenz96", model=surrogate, truths=1, members=4, output=output,
+                         methods=[*OPTIONAL_METHODS, "enkf"], progress=False,
+                         vae_settings=TINY_VAE, filter_settings=TINY_ENVAR), output
+
+
+def test_the_opt_in_methods_record_the_fields_of_the_others(optional_result):
+    results, output = optional_result
+    assert list(results["methods"]) == [*OPTIONAL_METHODS, "enkf"]
+    fields = set(results["methods"]["enkf"]["runs"][0])
+    for method in OPTIONAL_METHODS:
+        run = results["methods"][method]["runs"][0]
+        assert "failure" not in run, (method, run.get("failure"))
+        assert set(run) - {"phases"} == fields, method
+        for key in ("final", "mean", "parameter_error"):
+            assert all(math.isfinite(value) for value in run[key].values()), (method, key)
+        assert len(run["relative_rmse"]["x"]) == FRAMES
+        assert run["call_seconds"] > 0 and run["seconds"] >= run["call_seconds"]
+        assert results["methods"][method]["summary"]["runs"] == 1
+    assert results["methods"]["latent-envar"]["runs"][0]["members"] == 4   # its own size
+    assert set(results["methods"]["latent-envar"]["runs"][0]["phases"]) == {"analysis",
+                                                                          "decode"}
+    assert results["methods"]["4dvar"]["runs"][0]["members"] == 1   # the plain analysis
+    assert results["filter_settings"]["latent-envar"] == TINY_ENVAR["latent-envar"]
+    assert results["vae"] == f"trained: {output / 'lorenz96_small.vae'}"
+    table = (output / "ldensf_lorenz96_quick.md").read_text()
+    for method in OPTIONAL_METHODS:
+        assert f"| {method} |" in table
+    assert "Latent-EnSF VAE: trained" in table
+
+
+def test_the_default_methods_leave_the_opt_in_ones_out(result):
+    results, _ = result
+    assert not set(OPTIONAL_METHODS) & set(results["methods"])
+    assert "vae" not in results
+
+
+def test_a_vae_trained_once_is_reused(surrogate, optional_result, monkeypatch):
+    results, output = optional_result
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the saved VAE should have been reused")
+
+    monkeypatch.setattr(benchmark_methods, "fit_vae", refuse)
+    again = run_benchmark("lorenz96", model=surrogate, truths=1, members=4, output=output,
+                          methods=["latent-ensf"], progress=False, vae_settings=TINY_VAE)
+    assert again["vae"] == f"reused: {output / 'lorenz96_small.vae'}"
+    assert again["methods"]["latent-ensf"]["runs"][0]["final"] == \
+        results["methods"]["latent-ensf"]["runs"][0]["final"]
+
+
+def test_an_inapplicable_vae_is_a_recorded_failure(surrogate):
+    runs = xl.simulate("lorenz96", runs=3, seed=0, preset="small", n_outputs=FRAMES)
+    other = fit_vae(runs, stations=regular_layout(runs, 10), seed=0, **TINY_VAE)
+    results = run_benchmark("lorenz96", model=surrogate, truths=1, members=4,
+                            methods=["latent-ensf"], vae=other, progress=False)
+    assert results["vae"] == "given"
+    failure = results["methods"]["latent-ensf"]["runs"][0]["failure"]
+    assert failure.startswith("ConfigurationError") and "station layout" in failure
+    assert results["methods"]["latent-ensf"]["summary"] == {"runs": 0}
+    assert "| latent-ensf | - |" in markdown_report(results)
+
+
+def test_a_vae_that_cannot_be_trained_is_a_recorded_failure(surrogate):
+    results = run_benchmark("lorenz96", model=surrogate, truths=1, members=4,
+                            methods=["latent-ensf"], vae_settings={"variables": ["nope"]},
+                            progress=False)
+    assert results["vae"].startswith("failure: UnknownNameError")
+    assert results["methods"]["latent-ensf"]["runs"][0]["failure"].startswith(
+        "skipped: no VAE")
+
+
+def test_filter_settings_of_unknown_methods_are_refused(surrogate):
+    with pytest.raises(UnknownNameError, match="filter_settings"):
+        run_benchmark("lorenz96", model=surrogate, truths=1, members=4, methods=["enkf"],
+                      filter_settings={"kalman": {}}, progress=False)
+
+
+def test_command_line_runs_an_opt_in_method(surrogate, tmp_path, capsys):
+    path = tmp_path / "l96.ldensf"
+    surrogate.save(path)
+    assert main(["benchmark", "lorenz96", "--quick", "--truths", "1", "--members", "4",
+                 "--methods", "4dvar", "--model", str(path), "--output", str(tmp_path),
+                 "--quiet"]) == 0
+    assert "| 4dvar |" in capsys.readouterr().out

@@ -429,7 +429,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
     demo.set_defaults(handler=_demo, extras_allowed=False)
 
-    from .experiments.settings import BENCHMARK_CASES, METHODS
+    from .experiments.settings import BENCHMARK_CASES, BENCHMARK_METHODS, METHODS
 
     benchmark = commands.add_parser(
         "benchmark", help="LD-EnSF against EnSF, EnKF and LETKF on held-out truths")
@@ -439,7 +439,10 @@ def build_parser() -> argparse.ArgumentParser:
                                 "paper setting, which needs a surrogate trained on a GPU)")
     benchmark.add_argument("--truths", type=int, default=None, help="held-out truths")
     benchmark.add_argument("--members", type=int, default=None, help="ensemble size")
-    benchmark.add_argument("--methods", nargs="+", choices=METHODS, default=None)
+    benchmark.add_argument("--methods", nargs="+", choices=BENCHMARK_METHODS, default=None,
+                           help=f"methods to compare (none given: {' '.join(METHODS)}; "
+                                "latent-envar, latent-ensf and 4dvar run only when named; "
+                                "latent-ensf trains a VAE, saved in --output and reused)")
     benchmark.add_argument("--model", default=None,
                            help="surrogate file (default: shipped, else trained and saved)")
     benchmark.add_argument("--seed", type=int, default=0)

@@ -7,7 +7,10 @@ members; :mod:`xldensf.experiments.settings`) are assimilated by every method of
 :data:`~xldensf.experiments.settings.METHODS`: LD-EnSF with the decoder likelihood, with
 the paper's encoder likelihood, with the decoder likelihood on a random layout of the same
 size that the surrogate never saw, and the full-space EnSF, EnKF and LETKF with the
-full-order model.
+full-order model; on request (:data:`~xldensf.experiments.settings.OPTIONAL_METHODS`) also
+the latent ensemble-variational smoother, Latent-EnSF (with a coupled VAE trained here on
+the training runs unless given) and full-model 4D-Var. How each method is called and
+scored is in :mod:`xldensf.experiments.methods`.
 
 Every method starts from the same prior parameters (the case's prior range, never the
 truth) and sees the same observations. Recorded per truth and method: the relative RMSE of
@@ -29,12 +32,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import logging
-import math
 import pickle
 import platform
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,20 +47,21 @@ import xarray as xr
 
 from .._version import __version__
 from ..assimilation import encoder_layout
-from ..errors import ConfigurationError, XLDEnSFError, check_name, expected_found
-from ..metrics import parameter_error, relative_rmse, spatial_anomaly, spread_skill_ratio
+from ..errors import ConfigurationError, check_name, check_names, expected_found
 from ..options import resolve_seed
 from ..simulators import Simulator, simulate, simulator
 from ..surrogate import LatentModel, fit, load_model
+from .methods import resolve_vae, run_method, scored_variables
 from .report import write_report
 from .settings import (
-    ANOMALY_VARIABLES,
     BENCHMARK_CASES,
+    BENCHMARK_METHODS,
     METHODS,
     SETTINGS,
     TRUTH_SEED_OFFSET,
     UNSEEN_LAYOUT_SEED_OFFSET,
     BenchmarkSetting,
+    method_settings,
     regular_station_count,
     shipped_model_path,
 )
@@ -132,73 +136,9 @@ def prediction_step_seconds(latent_model: Any, full_model: Simulator, members: i
             "ratio": full / surrogate}
 
 
-def _time_mean(values: np.ndarray) -> float:
-    """Mean over the frames after the first (frame 0 is the prior time)."""
-    values = np.asarray(values, dtype=float)[1:]
-    return float(np.nanmean(values)) if np.isfinite(values).any() else math.nan
-
-
-def scored_variables(case: str, full_model: Simulator) -> list[str]:
-    """The model's variables, then the anomalies of
-    :data:`~xldensf.experiments.settings.ANOMALY_VARIABLES`.
-
-    Parameters
-    ----------
-    case
-        The benchmark case.
-    full_model
-        Its simulator.
-
-    Returns
-    -------
-    list of str
-        Names scored by the benchmark.
-
-    Examples
-    --------
-    >>> import xldensf as xl
-    >>> scored_variables("atmosphere", xl.simulator("atmosphere", preset="small"))
-    ['h', 'u', 'v', 'h_anomaly']
-    """
-    return list(full_model.variables) + [f"{name}_anomaly"
-                                         for name in ANOMALY_VARIABLES.get(case, ())]
-
-
-def _score(analysis: xr.Dataset, truth: xr.Dataset, variables: Sequence[str],
-           widths: dict[str, float], seconds: float) -> dict[str, Any]:
-    """The recorded numbers of one analysis against its truth (JSON-ready)."""
-    anomalies = [name.removesuffix("_anomaly") for name in variables
-                 if name.endswith("_anomaly")]
-    if anomalies:
-        analysis, truth = spatial_anomaly(analysis, anomalies), spatial_anomaly(truth, anomalies)
-    relative = relative_rmse(analysis, truth, list(variables))
-    ratio = spread_skill_ratio(analysis, truth, list(variables))
-    errors = parameter_error(analysis, truth, list(widths), ranges=widths)
-    cycles = analysis.sizes["time"]
-    record: dict[str, Any] = {
-        "relative_rmse": {name: relative[name].values.tolist() for name in variables},
-        "final": {name: float(relative[name].values[-1]) for name in variables},
-        "mean": {name: _time_mean(relative[name].values) for name in variables},
-        "spread_skill": {name: _time_mean(ratio[name].values) for name in variables},
-        "parameter_error": {name: float(errors[name].values[-1]) for name in widths},
-        "seconds": seconds,
-        "seconds_per_cycle": seconds / cycles,
-        "cycles": cycles,
-    }
-    phases = {key.removeprefix("xldensf_seconds_"): float(value)
-              for key, value in analysis.attrs.items() if key.startswith("xldensf_seconds_")}
-    # The filter proper (forecast + analysis) without writing the members on the grid, where
-    # the method records its phases (LD-EnSF decodes every member at every point for the
-    # output; a full-space filter's state already is the gridded output).
-    filter_seconds = phases["forecast"] + phases["analysis"] if phases else seconds
-    record["filter_seconds_per_cycle"] = filter_seconds / cycles
-    if phases:
-        record["phases"] = phases
-    return record
-
-
 def _resolve_model(case: str, setting: BenchmarkSetting, model: Any, stations: int,
-                   output: Path | None, seed: int, progress: bool) -> tuple[Any, str]:
+                   output: Path | None, seed: int, progress: bool,
+                   training_runs: Callable[[], xr.Dataset]) -> tuple[Any, str]:
     """The surrogate: given, shipped with the package, or trained here (and saved)."""
     if isinstance(model, LatentModel):
         return model, "given"
@@ -210,8 +150,7 @@ def _resolve_model(case: str, setting: BenchmarkSetting, model: Any, stations: i
     logger.info("xldensf benchmark: no surrogate given or shipped for %s/%s; training one "
                 "on %d runs with %d encoder stations", case, setting.preset,
                 setting.training_runs, stations)
-    runs = simulate(case, runs=setting.training_runs, seed=seed, preset=setting.preset,
-                    dtype="float32", progress=progress)
+    runs = training_runs()
     names = list(simulator(case, preset=setting.preset).parameter_names)
     trained = fit(runs, names, stations=stations, preset=setting.preset, seed=seed,
                   progress=progress)
@@ -247,50 +186,6 @@ def _layouts(model: Any, full_model: Simulator, stations: int,
         per_dim = round(stations ** (1.0 / len(full_model.grid_shape)))
         trained = "x".join([str(per_dim)] * len(full_model.grid_shape))
     return {"trained": trained, "unseen": stations, "unseen_seed": seed}
-
-
-def _run_method(method: str, truth: xr.Dataset, observations: dict[str, xr.Dataset],
-                latent_model: Any, full_model: Simulator, setting: BenchmarkSetting,
-                filter_settings: dict[str, dict[str, Any]], seed: int,
-                widths: dict[str, float], **load: Any) -> dict[str, Any]:
-    """One method on one truth: its scores, or the reason it did not run (``load``: the
-    dask ``compute`` options for lazily decoded fields, e.g. ``scheduler=``)."""
-    if method.startswith("ld-ensf"):
-        likelihood = "decoder" if method.startswith("ld-ensf-decoder") else "encoder"
-        if likelihood == "encoder" and latent_model.encoder is None:
-            return {"failure": "skipped: the surrogate has no encoder"}
-        layout = "unseen" if method.endswith("unseen") else "trained"
-        analysis = "paper" if method == "ld-ensf-paper" else "bayesian"
-
-        def analyse() -> xr.Dataset:
-            return observations[layout].ldensf.assimilate(
-                latent_model, members=setting.latent_members, likelihood=likelihood,
-                analysis=analysis, seed=seed, progress=False)
-    else:
-        def analyse() -> xr.Dataset:
-            return observations["trained"].ldensf.assimilate(
-                full_model, method=method, members=setting.members, seed=seed,
-                progress=False, **filter_settings[method])
-    start = time.perf_counter()
-    try:
-        analysis = analyse()
-    except XLDEnSFError as error:  # a diverged filter is a result, not a crash
-        return {"failure": f"{type(error).__name__}: {error}"}
-    seconds = time.perf_counter() - start
-    members = analysis.sizes["member"]
-    # The fields are scored on the first ``setting.members`` members (exchangeable draws:
-    # a random subset), so scoring a large latent ensemble does not decode every member on
-    # the grid; the parameters on all of them.
-    scored = analysis.isel(member=slice(0, setting.members))
-    start = time.perf_counter()
-    scored = scored.load(**load)  # decode lazily returned fields (timed apart)
-    record = _score(scored, truth, scored_variables(full_model.case, full_model), widths,
-                    seconds + time.perf_counter() - start)
-    errors = parameter_error(analysis, truth, list(widths), ranges=widths)
-    record["parameter_error"] = {name: float(errors[name].values[-1]) for name in widths}
-    record.update(call_seconds=seconds, members=members,
-                  scored_members=scored.sizes["member"])
-    return record
 
 
 def summarize_runs(records: list[dict[str, Any]]) -> dict[str, Any]:
@@ -337,7 +232,7 @@ def _resolve_setting(case: str, quick: bool, truths: int | None, members: int | 
     check_name("case", case, sorted(BENCHMARK_CASES))
     methods = list(METHODS if methods is None else methods)
     for method in methods:
-        check_name("method", method, METHODS)
+        check_name("method", method, BENCHMARK_METHODS)
     overrides = {key: value for key, value in (("truths", truths), ("members", members),
                                                 ("latent_members", latent_members))
                  if value is not None}
@@ -369,17 +264,17 @@ def _prepare_truth(case: str, setting: BenchmarkSetting, index: int, seed: int,
 
 
 def _method_task(method: str, prepared: dict[str, Any], models: bytes,
-                 setting: BenchmarkSetting, seed: int, widths: dict[str, float]
-                 ) -> dict[str, Any]:
+                 setting: BenchmarkSetting, settings: dict[str, Any], seed: int,
+                 widths: dict[str, float]) -> dict[str, Any]:
     """One method on one prepared truth, as a task of a dask.distributed client.
 
-    The models come pickled (distributed's own torch serialiser fails on modules that hold
-    weak references); lazily decoded latent fields are computed in the task, on its own
-    thread."""
-    latent_model, full_model = pickle.loads(models)
-    return _run_method(method, prepared["truth"], prepared["observations"], latent_model,
-                       full_model, setting, BENCHMARK_CASES[full_model.case], seed, widths,
-                       scheduler="synchronous")
+    The models (surrogate, simulator, VAE or ``None``) come pickled (distributed's own
+    torch serialiser fails on modules that hold weak references); lazily decoded latent
+    fields are computed in the task, on its own thread."""
+    latent_model, full_model, vae = pickle.loads(models)
+    return run_method(method, prepared["truth"], prepared["observations"], latent_model,
+                      full_model, setting, settings, seed, widths, vae=vae,
+                      scheduler="synchronous")
 
 
 def _truth_summary(prepared: dict[str, Any]) -> tuple[dict[str, float], int]:
@@ -387,15 +282,18 @@ def _truth_summary(prepared: dict[str, Any]) -> tuple[dict[str, float], int]:
     return prepared["parameters"], prepared["observations"]["trained"].sizes["station"]
 
 
-def _run_truths(case: str, setting: BenchmarkSetting, methods: list[str], latent_model: Any,
-                full_model: Simulator, layouts: dict[str, Any], widths: dict[str, float],
-                seed: int, progress: bool, client: Any = None,
+def _run_truths(case: str, setting: BenchmarkSetting, settings: dict[str, dict[str, Any]],
+                models: tuple[Any, Simulator, Any], layouts: dict[str, Any],
+                widths: dict[str, float], seed: int, progress: bool, client: Any = None,
                 ) -> tuple[dict[str, list[dict[str, Any]]], list[dict[str, float]], int]:
-    """Every method on every held-out truth: the records per method, the truths'
-    parameters and the number of stations observed on the trained layout.
+    """Every method of ``settings`` (method -> its settings) on every held-out truth: the
+    records per method, the truths' parameters and the number of stations observed on the
+    trained layout. ``models``: the surrogate, the simulator and the VAE (or ``None``).
 
     With a dask.distributed ``client`` every truth, and every method on it, is a task
     (the models are scattered to the workers once); the records are the serial ones."""
+    latent_model, full_model, vae = models
+    methods = list(settings)
     frames = len(latent_model.metadata.times)  # truths span the surrogate's training frames
     truths = range(setting.truths)
     records: dict[str, list[dict[str, Any]]] = {method: [] for method in methods}
@@ -414,15 +312,16 @@ def _run_truths(case: str, setting: BenchmarkSetting, methods: list[str], latent
                                       list(widths), progress)
             summaries.append(_truth_summary(prepared))
             for method in methods:
-                record(index, method, _run_method(
+                record(index, method, run_method(
                     method, prepared["truth"], prepared["observations"], latent_model,
-                    full_model, setting, BENCHMARK_CASES[case], seed + index, widths))
+                    full_model, setting, settings[method], seed + index, widths, vae=vae))
     else:
-        models = client.scatter(pickle.dumps((latent_model, full_model)), broadcast=True)
+        scattered = client.scatter(pickle.dumps(models), broadcast=True)
         futures = [client.submit(_prepare_truth, case, setting, index, seed, frames,
                                  layouts, list(widths), pure=False) for index in truths]
-        tasks = [[client.submit(_method_task, method, future, models, setting,
-                                seed + index, widths, pure=False) for method in methods]
+        tasks = [[client.submit(_method_task, method, future, scattered, setting,
+                                settings[method], seed + index, widths, pure=False)
+                  for method in methods]
                  for index, future in zip(truths, futures)]
         summaries = client.gather([client.submit(_truth_summary, future)
                                    for future in futures])
@@ -501,7 +400,10 @@ def run_benchmark(case: str = "tsunami", *, quick: bool = True, truths: int | No
                   members: int | None = None, latent_members: int | None = None,
                   methods: Sequence[str] | None = None, model: Any = None, seed: int = 0,
                   output: str | Path | None = None, progress: bool = True,
-                  client: Any = None) -> dict[str, Any]:
+                  client: Any = None, vae: Any = None,
+                  vae_settings: Mapping[str, Any] | None = None,
+                  filter_settings: Mapping[str, Mapping[str, Any]] | None = None
+                  ) -> dict[str, Any]:
     """Run the LD-EnSF benchmark of one case; optionally write JSON and markdown.
 
     Parameters
@@ -515,7 +417,10 @@ def run_benchmark(case: str = "tsunami", *, quick: bool = True, truths: int | No
         Overrides of the setting's number of held-out truths and ensemble sizes (of the
         full-space filters, of the latent methods).
     methods
-        Subset of :data:`~xldensf.experiments.settings.METHODS` (default: all).
+        Names of :data:`~xldensf.experiments.settings.BENCHMARK_METHODS` (default: the
+        default rows, :data:`~xldensf.experiments.settings.METHODS`); the opt-in
+        ``"latent-envar"``, ``"latent-ensf"`` and ``"4dvar"``
+        (:data:`~xldensf.experiments.settings.OPTIONAL_METHODS`) run only when named.
     model
         A :class:`~xldensf.surrogate.LatentModel`, a path to one, or ``None``: the model
         shipped for the case and preset, else one trained here (saved in ``output``).
@@ -531,6 +436,18 @@ def run_benchmark(case: str = "tsunami", *, quick: bool = True, truths: int | No
         A ``distributed.Client`` (see :func:`distributed_client`): every truth, and every
         method on it, runs as a task on its workers. The scores are those of the serial
         run with the same seeds (only the times differ); ``None``: serial, in this process.
+    vae
+        The coupled VAE of ``latent-ensf`` (:class:`~xldensf.surrogate.VAEModel` or a path
+        to one), trained for the stations of the trained layout; ``None``:
+        ``<output>/<case>_<preset>.vae`` if it exists, else one trained on the training
+        runs of the setting (saved there). Used only with ``"latent-ensf"``.
+    vae_settings
+        Training settings of :func:`~xldensf.surrogate.fit_vae` replacing
+        :data:`~xldensf.experiments.settings.VAE_SETTINGS`.
+    filter_settings
+        Settings per method replacing or adding to those of
+        :data:`~xldensf.experiments.settings.BENCHMARK_CASES` (e.g.
+        ``{"latent-envar": {"members": 20}}``); recorded in the result.
 
     Returns
     -------
@@ -541,7 +458,7 @@ def run_benchmark(case: str = "tsunami", *, quick: bool = True, truths: int | No
     Raises
     ------
     UnknownNameError
-        Unknown case or method.
+        Unknown case or method (also in ``filter_settings``).
     ConfigurationError
         Fewer than one truth or two members; a surrogate of another case or grid.
 
@@ -556,33 +473,46 @@ def run_benchmark(case: str = "tsunami", *, quick: bool = True, truths: int | No
     >>> sorted(result["methods"])
     ['enkf', 'ld-ensf-decoder']
     """
+    # Long by its docstring (every option documented); the body is sequential steps
+    # (settings, models, truths, record) kept in one place.
     setting, methods = _resolve_setting(case, quick, truths, members, latent_members,
                                         methods)
+    if filter_settings:
+        check_names("method of filter_settings", sorted(filter_settings), BENCHMARK_METHODS)
     seed = resolve_seed(seed)
     output_dir = Path(output) if output is not None else None
     if output_dir is not None:
         output_dir.mkdir(parents=True, exist_ok=True)
     full_model = simulator(case, preset=setting.preset, progress=False)
     stations = regular_station_count(full_model.grid_shape, setting.density)
+    # the training runs of a surrogate or VAE trained here, simulated once if at all
+    training_runs = functools.cache(lambda: simulate(
+        case, runs=setting.training_runs, seed=seed, preset=setting.preset, dtype="float32",
+        progress=progress))
     latent_model, model_source = _resolve_model(case, setting, model, stations, output_dir,
-                                                 seed, progress)
+                                                 seed, progress, training_runs)
     _check_model(latent_model, full_model)
     layouts = _layouts(latent_model, full_model, stations, seed + UNSEEN_LAYOUT_SEED_OFFSET)
     widths = {spec.name: spec.prior_high - spec.prior_low for spec in full_model.parameter_specs}
+    settings = method_settings(case, methods, filter_settings)
+    sources, used_vae = {"model": model_source}, None
+    if "latent-ensf" in methods:
+        path = None if output_dir is None else output_dir / f"{case}_{setting.preset}.vae"
+        used_vae, sources["vae"] = resolve_vae(vae, path, training_runs, layouts["trained"],
+                                               seed, vae_settings)
     records, truth_parameters, observed = _run_truths(
-        case, setting, methods, latent_model, full_model, layouts, widths, seed, progress,
-        client)
+        case, setting, settings, (latent_model, full_model, used_vae), layouts, widths, seed,
+        progress, client)
 
     grid_points = int(np.prod(full_model.grid_shape))
     timing = prediction_step_seconds(latent_model, full_model, setting.members, seed=seed)
     results: dict[str, Any] = {
-        "case": case, "setting": setting.__dict__, "model": model_source,
+        "case": case, "setting": setting.__dict__, **sources,
         "variables": scored_variables(case, full_model), "parameters": widths,
         "stations": {"trained": int(observed), "unseen": stations,
                      "grid_points": grid_points, "fraction": observed / grid_points},
         "truth_parameters": truth_parameters, "seed": seed,
-        "filter_settings": {method: BENCHMARK_CASES[case].get(method, {})
-                            for method in methods},
+        "filter_settings": settings,
         "methods": {method: {"runs": records[method], "summary": summarize_runs(records[method])}
                     for method in methods},
         "prediction_step": timing,

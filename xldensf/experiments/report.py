@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from ..io import atomic_path, json_safe
+from .settings import OPTIONAL_METHODS
 
 __all__ = ["markdown_report", "report_paths", "write_report"]
 
@@ -27,6 +28,19 @@ _SHOWN_VARIABLE = {"tsunami": "eta", "atmosphere": "h_anomaly", "kolmogorov": "v
 
 def _frames(n_frames: int, count: int = 5) -> list[int]:
     return sorted({int(round(k)) for k in np.linspace(1, n_frames - 1, count)})
+
+
+def _optional_sentence(results: dict[str, Any]) -> str:
+    """The settings of the opt-in methods run, and where the Latent-EnSF VAE came from
+    (empty for the default rows)."""
+    settings = results.get("filter_settings", {})
+    parts = [f"{method}: " + (", ".join(f"{key} {value}" for key, value in
+                                        settings[method].items()) or "defaults")
+             for method in OPTIONAL_METHODS if method in settings]
+    sentence = f" Settings of the opt-in methods: {'; '.join(parts)}." if parts else ""
+    if "vae" in results:
+        sentence += f" Latent-EnSF VAE: {results['vae']}."
+    return sentence
 
 
 def _method_table(results: dict[str, Any]) -> tuple[list[str], dict[str, Any]]:
@@ -105,7 +119,7 @@ def markdown_report(results: dict[str, Any]) -> str:
         f"members for the latent methods and {setting['members']} for the full-space ones, "
         f"{stations['trained']} stations ({100 * stations['fraction']:.2f} % of "
         f"{stations['grid_points']} grid points), {100 * setting['noise']:g} % noise. "
-        f"Surrogate: {results['model']}.", "",
+        f"Surrogate: {results['model']}.{_optional_sentence(results)}", "",
         "Means over the truths: relative RMSE of the ensemble mean at the last frame and "
         "averaged over frames 1..end; parameter error as a fraction of the prior range; "
         "spread/skill averaged over frames; wall time per cycle: the filter (forecast + "

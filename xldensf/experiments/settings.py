@@ -17,7 +17,7 @@ Examples
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -31,12 +31,16 @@ __all__ = [
     "ANOMALY_VARIABLES",
     "BENCHMARK_CASES",
     "LETKF_RADIUS",
+    "BENCHMARK_METHODS",
     "METHODS",
+    "OPTIONAL_METHODS",
     "PAPER_DENSITY",
     "SETTINGS",
     "TRUTH_SEED_OFFSET",
     "UNSEEN_LAYOUT_SEED_OFFSET",
+    "VAE_SETTINGS",
     "BenchmarkSetting",
+    "method_settings",
     "regular_station_count",
     "shipped_model_path",
 ]
@@ -60,6 +64,16 @@ ANOMALY_VARIABLES = {"atmosphere": ("h",)}
 METHODS = ("ld-ensf-decoder", "ld-ensf-encoder", "ld-ensf-decoder-unseen", "ld-ensf-paper",
            "ensf", "enkf", "letkf")
 
+#: Methods run only when asked for (``methods=[...]``, ``--methods ...``), not by default:
+#: the latent ensemble-variational smoother on the unseen layout (decoder likelihood),
+#: Latent-EnSF (Si & Chen's coupled VAE, full-order forecasts) on the trained layout, with a
+#: VAE trained on the benchmark's training runs unless one is given, and full-model
+#: 4D-Var on the trained layout (slow: its time per truth is in
+#: ``benchmarks/results/var4d_tsunami.md``).
+OPTIONAL_METHODS = ("latent-envar", "latent-ensf", "4dvar")
+#: Every method name :func:`~xldensf.experiments.run_benchmark` accepts, in table order.
+BENCHMARK_METHODS = METHODS + OPTIONAL_METHODS
+
 #: LETKF localisation radius per case, in the grid's coordinate units: metres on the plane
 #: and the sphere, nondimensional on the Kolmogorov torus, grid index on Lorenz-96.
 #: Tsunami and atmosphere radii as tuned for the full-space baselines
@@ -76,12 +90,62 @@ LETKF_RADIUS = {"tsunami": 150e3, "atmosphere": 1.5e6, "kolmogorov": 1.0, "loren
 #: (``benchmarks/results/ldensf_tsunami_quick.md``): the LETKF has the lowest final field
 #: error, the full-space EnSF stays near the free run (relative RMSE ~0.95), as the LD-EnSF
 #: paper reports for EnSF at this sparsity.
+#:
+#: The opt-in methods (:data:`OPTIONAL_METHODS`) as recorded in ``benchmarks/results/``:
+#: ``latent-envar`` with 50 RML members, windows of 5 observation times and at most 5
+#: Gauss-Newton iterations (``latent_envar_tsunami.md``; its ``members`` replaces the
+#: setting's latent ensemble size); ``latent-ensf`` with the default latent EnSF
+#: (``latent_ensf_tsunami.md``; the VAE's training settings are :data:`VAE_SETTINGS`);
+#: ``4dvar`` with one member (the plain analysis, no spread), at most 10 Gauss-Newton
+#: iterations per window, and on the tsunami the configuration of ``var4d_tsunami.md``
+#: (windows from t = 0 to every observation time, ``window="all"``; the source position
+#: estimated through the initial state).
 BENCHMARK_CASES: dict[str, dict[str, dict[str, Any]]] = {
     case: {"enkf": {"inflation": 1.05},
            "letkf": {"inflation": 1.05, "localization": radius},
-           "ensf": {"eps_alpha": 0.05, "steps": 100}}
+           "ensf": {"eps_alpha": 0.05, "steps": 100},
+           "latent-envar": {"members": 50, "window": 5, "iterations": 5},
+           "latent-ensf": {},
+           "4dvar": {"members": 1, "optimizer": "gauss-newton", "max_iter": 10, "tol": 1e-6,
+                     **({"window": "all", "shift": 1, "background_std": 0.0,
+                         "initial_state_parameters": True} if case == "tsunami" else {})}}
     for case, radius in LETKF_RADIUS.items()
 }
+
+#: Training settings of the Latent-EnSF VAE (:func:`xldensf.surrogate.fit_vae`; its defaults
+#: otherwise), as in ``benchmarks/results/latent_ensf_tsunami.md``.
+VAE_SETTINGS: dict[str, Any] = {"steps": 4000}
+
+
+def method_settings(case: str, methods: Sequence[str],
+                    overrides: Mapping[str, Mapping[str, Any]] | None = None
+                    ) -> dict[str, dict[str, Any]]:
+    """The settings of each method on a case: :data:`BENCHMARK_CASES`, updated by
+    ``overrides``.
+
+    Parameters
+    ----------
+    case
+        The benchmark case.
+    methods
+        The methods run.
+    overrides
+        Settings per method that replace or add to the table's (e.g.
+        ``{"latent-envar": {"members": 20}}``).
+
+    Returns
+    -------
+    dict
+        Method -> its keyword settings (empty for the LD-EnSF rows).
+
+    Examples
+    --------
+    >>> method_settings("lorenz96", ["enkf", "latent-envar"], {"latent-envar": {"window": 2}})
+    {'enkf': {'inflation': 1.05}, 'latent-envar': {'members': 50, 'window': 2, 'iterations': 5}}
+    """
+    overrides = overrides or {}
+    return {method: {**BENCHMARK_CASES[case].get(method, {}), **overrides.get(method, {})}
+            for method in methods}
 
 
 @dataclass(frozen=True)
