@@ -10,6 +10,7 @@ stations, 10 members, 10 cycles.
 
 from __future__ import annotations
 
+import json
 from importlib import resources
 
 import numpy as np
@@ -19,6 +20,7 @@ import torch
 import xldensf as xl
 from xldensf.errors import ConfigurationError, DataError, UnknownNameError
 from xldensf.geometry import regular_layout
+from xldensf.io import read_safetensors
 from xldensf.surrogate import LatentModel, VAEModel, fit_vae
 
 SHIPPED = resources.files("xldensf") / "data" / "models" / "tsunami_small.ldensf"
@@ -89,6 +91,27 @@ def test_save_load_bitwise(vae, train, tmp_path):
     latent = vae.encode_state(fields)[0]
     assert torch.equal(vae.decode(latent), loaded.decode(latent))
     assert loaded.metadata == vae.metadata
+
+
+def test_model_file_header_is_the_former_one(vae, tmp_path):
+    """The header written through ``model_file_header`` has the keys and values that
+    ``VAEModel.save`` wrote by hand before it existed."""
+    path = tmp_path / "model.vae"
+    vae.save(path)
+    _, header = read_safetensors(path, "VAE model file")
+    network = vae.network
+    config = {"n_variables": network.n_variables, "grid_shape": list(network.grid_shape),
+              "n_obs": network.n_obs, "latent_dim": network.latent_dim,
+              "width": network.width, "depth": network.depth, "n_modes": network.n_modes}
+    assert header == {
+        "format": "xldensf-vae-model",
+        "format_version": "1",
+        "config": json.dumps(config),
+        "metadata": json.dumps(vae.metadata.to_dict()),
+        "seed": str(vae.seed),
+        "xldensf_version": xl.__version__,
+        "torch_version": torch.__version__,
+    }
 
 
 def test_corrupt_and_foreign_files_refused(vae, tmp_path):
