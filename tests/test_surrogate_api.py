@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import warnings
+from importlib import resources
 
 import numpy as np
 import pytest
@@ -12,10 +14,14 @@ from test_surrogate import _one_thread, travelling_wave  # noqa: F401  (fixture 
 
 import xldensf as xl
 from xldensf.conventions import units
+from xldensf.io import read_safetensors
 from xldensf.surrogate import ExtrapolationWarning, LDNetConfig, fit, load_model
 
 FAST = {"steps": 30, "finetune_steps": 5, "latent_dim": 3, "dynamics_width": 8,
         "reconstruction_width": 16, "reconstruction_depth": 2, "fourier_features": 8}
+
+
+SHIPPED = resources.files("xldensf") / "data" / "models" / "tsunami_small.ldensf"
 
 
 def wave_dataset(runs: int = 6, seed: int = 0) -> xr.Dataset:
@@ -125,6 +131,27 @@ def test_stations_give_an_encoder_and_survive_save_load(wave_model, tmp_path):
     observations = torch.rand(2, 9, 3, 2)
     for expected, found in zip(wave_model.encode(observations), loaded.encode(observations)):
         assert torch.equal(expected, found)
+
+
+def test_model_file_header_is_the_former_one(wave_model, tmp_path):
+    """The header written through ``model_file_header`` has the keys and values that
+    ``LatentModel.save`` wrote by hand before it existed (files stay readable both ways)."""
+    path = tmp_path / "wave.ldensf"
+    wave_model.save(path)
+    _, header = read_safetensors(path, "model file")
+    former = {
+        "format": "xldensf-latent-model",
+        "format_version": "1",
+        "config": json.dumps(wave_model.config.to_dict()),
+        "encoder_config": json.dumps(wave_model.encoder_config.to_dict()),
+        "metadata": json.dumps(wave_model.metadata.to_dict()),
+        "seed": str(wave_model.seed),
+        "xldensf_version": xl.__version__,
+        "torch_version": torch.__version__,
+    }
+    assert header == former
+    _, shipped = read_safetensors(str(SHIPPED), "model file")  # written before the helper
+    assert set(shipped) == set(former)
 
 
 def test_station_coordinates_snap_to_the_nearest_grid_point():

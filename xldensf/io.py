@@ -11,6 +11,8 @@
   :func:`metadata_json`: the generic container of model files and training checkpoints
   (`safetensors <https://huggingface.co/docs/safetensors>`_ tensors plus string metadata in
   the header, with a format name and version; never pickle).
+- :func:`model_file_header`, :func:`read_model_file`, :func:`model_contents`: the one
+  header layout of model files (format, config, metadata, seed, versions) and its reading.
 - :func:`json_safe`: the one JSON sanitiser.
 
 Examples
@@ -33,6 +35,7 @@ import shutil
 import struct
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,13 +44,15 @@ import safetensors.torch
 import torch
 import xarray as xr
 
+from ._version import __version__
 from .conventions import is_datetime_like, time_encoding
 from .errors import DataError, expected_found
 
 __all__ = ["atomic_path", "atomic_write_bytes", "write_netcdf", "write_dataset",
            "read_dataset", "is_zarr_path", "require_zarr", "cf_time_units",
            "write_safetensors",
-           "read_safetensors", "check_format", "metadata_json", "json_safe"]
+           "read_safetensors", "check_format", "metadata_json", "json_safe",
+           "model_file_header", "read_model_file", "model_contents", "ModelFile"]
 
 #: Largest safetensors header accepted (guards against reading garbage lengths).
 MAX_HEADER_BYTES = 100_000_000
@@ -404,6 +409,148 @@ def metadata_json(metadata: dict[str, str], key: str, path: str | os.PathLike[st
     except (KeyError, json.JSONDecodeError) as err:
         raise DataError(expected_found(f"metadata {key!r} of {path}", "a JSON string",
                                        metadata.get(key))) from err
+
+
+def model_file_header(format_name: str, format_version: int, *, config: Any, metadata: Any,
+                      seed: int, **extra: Any) -> dict[str, str]:
+    """The string header of a model file (the one layout of every xldensf model format).
+
+    Parameters
+    ----------
+    format_name, format_version
+        The file's format (checked on reading by :func:`check_format`).
+    config
+        The network sizes, stored as the JSON string ``config``.
+    metadata
+        What ties the model to the data, stored as the JSON string ``metadata``.
+    seed
+        The training seed, stored as the string ``seed``.
+    **extra
+        More JSON values by key (e.g. ``encoder_config``), stored as JSON strings.
+
+    Returns
+    -------
+    dict
+        Keys ``format``, ``format_version``, ``config``, the ``extra`` keys, ``metadata``,
+        ``seed``, ``xldensf_version`` and ``torch_version``, all strings.
+
+    Examples
+    --------
+    >>> header = model_file_header("demo", 1, config={"width": 8}, metadata={}, seed=3,
+    ...                            encoder_config=None)
+    >>> header["format_version"], header["config"], header["encoder_config"], header["seed"]
+    ('1', '{"width": 8}', 'null', '3')
+    """
+    header = {"format": format_name, "format_version": str(format_version),
+              "config": json.dumps(config)}
+    header.update({key: json.dumps(value) for key, value in extra.items()})
+    header.update({"metadata": json.dumps(metadata), "seed": str(seed),
+                   "xldensf_version": __version__, "torch_version": torch.__version__})
+    return header
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    """The contents of a model file, as read by :func:`read_model_file`.
+
+    Attributes
+    ----------
+    tensors
+        CPU tensors by name.
+    header
+        The string header (see :func:`model_file_header`).
+    config, metadata
+        The decoded JSON values of ``config`` and ``metadata``.
+    seed
+        The training seed (0 where the file has none).
+
+    Examples
+    --------
+    >>> ModelFile({}, {}, {"width": 8}, {}, 0).config
+    {'width': 8}
+    """
+
+    tensors: dict[str, torch.Tensor]
+    header: dict[str, str]
+    config: Any
+    metadata: Any
+    seed: int
+
+
+def read_model_file(path: str | os.PathLike[str], what: str, format_name: str,
+                    format_version: int) -> ModelFile:
+    """Read a model file written with a :func:`model_file_header` (never unpickles).
+
+    Parameters
+    ----------
+    path
+        The file.
+    what
+        What the file is, for error messages (e.g. ``"model file"``).
+    format_name, format_version
+        The expected format and the newest version this xldensf reads.
+
+    Returns
+    -------
+    ModelFile
+        Tensors, header, decoded ``config`` and ``metadata``, and the seed.
+
+    Raises
+    ------
+    DataError
+        Missing, truncated, corrupt or foreign file, another or newer format, or a
+        ``config``, ``metadata`` or ``seed`` that cannot be decoded.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> path = Path(tempfile.mkdtemp()) / "x.safetensors"
+    >>> write_safetensors(path, {"a": torch.zeros(1)},
+    ...                   model_file_header("demo", 1, config=[1], metadata={}, seed=4))
+    >>> contents = read_model_file(path, "demo file", "demo", 1)
+    >>> contents.config, contents.seed
+    ([1], 4)
+    """
+    tensors, header = read_safetensors(path, what)
+    check_format(header, format_name, format_version, path)
+    config = metadata_json(header, "config", path)
+    metadata = metadata_json(header, "metadata", path)
+    seed = header.get("seed", "0")
+    try:
+        seed_value = int(seed)
+    except ValueError as err:
+        raise DataError(expected_found(f"metadata 'seed' of {path}", "an integer",
+                                       seed)) from err
+    return ModelFile(tensors, header, config, metadata, seed_value)
+
+
+@contextlib.contextmanager
+def model_contents(path: str | os.PathLike[str], expected: str) -> Iterator[None]:
+    """Turn any error raised while building a model from a file's contents into a
+    :class:`~xldensf.errors.DataError` (a :class:`DataError` passes unchanged).
+
+    Parameters
+    ----------
+    path
+        The file, for the message.
+    expected
+        What the contents should make, e.g. ``"a model this xldensf version can build"``.
+
+    Examples
+    --------
+    >>> with model_contents("x.bin", "a demo model"):
+    ...     {}["width"]
+    Traceback (most recent call last):
+    ...
+    xldensf.errors.DataError: contents of x.bin: expected a demo model, found "KeyError: ...
+    """
+    try:
+        yield
+    except DataError:
+        raise
+    except Exception as err:  # config/metadata/state-dict mismatches of many kinds
+        raise DataError(expected_found(f"contents of {path}", expected,
+                                       f"{type(err).__name__}: {err}")) from err
 
 
 def json_safe(value: Any, *, strict: bool = False) -> Any:

@@ -14,7 +14,13 @@ model's type, and returns the analysis ensemble as a Dataset in the observations
   an ``advance`` method, e.g. made by :func:`forecast_model`): the full-order filters of
   :func:`assimilate_full_order`.
 
-:func:`register_adapter` adds one for another model type.
+- a method that takes any model and checks it itself, keyed on its name (and on the
+  settings that select it when no ``method`` is given): ``"latent-ensf"``, selected by
+  ``vae=``, :func:`assimilate_latent_ensf` (a simulator or ForecastModel with a coupled
+  VAE).
+
+:func:`register_adapter` adds one for another model type, :func:`register_method` one for
+another method name.
 
 Examples
 --------
@@ -29,7 +35,7 @@ Examples
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import xarray as xr
@@ -62,7 +68,9 @@ from .user_model import ForecastModel, forecast_model, run_model
 __all__ = [
     "assimilate",
     "register_adapter",
+    "register_method",
     "ADAPTERS",
+    "METHOD_ADAPTERS",
     "assimilate_full_order",
     "assimilate_latent",
     "assimilate_latent_ensf",
@@ -97,6 +105,12 @@ ADAPTERS: list[tuple[type, Adapter]] = [
     (ForecastModel, assimilate_full_order),
 ]
 
+#: Method name -> (its adapter, the settings that select it when no method is given),
+#: checked before :data:`ADAPTERS`: these adapters take any model and check it themselves.
+METHOD_ADAPTERS: dict[str, tuple[Adapter, tuple[str, ...]]] = {
+    LATENT_ENSF_METHOD: (assimilate_latent_ensf, ("vae",)),
+}
+
 
 def register_adapter(model_type: type, adapter: Adapter) -> None:
     """Use ``adapter(observations, model, *, method, members, seed, progress, **settings)``
@@ -115,6 +129,26 @@ def register_adapter(model_type: type, adapter: Adapter) -> None:
         raise ConfigurationError(expected_found("adapter registration", "a type and a callable",
                                                 (model_type, adapter)))
     ADAPTERS.insert(0, (model_type, adapter))
+
+
+def register_method(method: str, adapter: Adapter, *, selected_by: Sequence[str] = ()) -> None:
+    """Use ``adapter(observations, model, *, method, members, seed, progress, **settings)``
+    for ``method=method`` whatever the model (the adapter checks the model itself), and
+    when no method is given but one of the ``selected_by`` settings is.
+
+    Examples
+    --------
+    >>> register_method("demo", lambda observations, model, **settings: settings["method"],
+    ...                 selected_by=["demo_network"])
+    >>> assimilate(None, object(), demo_network=None)
+    'demo'
+    >>> _ = METHOD_ADAPTERS.pop("demo")  # undo the example
+    """
+    if not isinstance(method, str) or not callable(adapter):
+        raise ConfigurationError(expected_found("method registration",
+                                                "a method name and a callable",
+                                                (method, adapter)))
+    METHOD_ADAPTERS[method] = (adapter, tuple(selected_by))
 
 
 def assimilate(
@@ -171,28 +205,29 @@ def assimilate(
     Raises
     ------
     ConfigurationError
-        A model of no registered type; a ``prior`` with a LatentModel (its prior is the
-        training range).
+        A model of no registered type (and no method of :data:`METHOD_ADAPTERS`); a
+        ``prior`` with a LatentModel (its prior is the training range).
     """
     if isinstance(model, LatentModel) and "prior" in settings:
         prior = settings.pop("prior")
         if prior is not None:
             raise ConfigurationError(expected_found("prior with a LatentModel", "None (the "
                                                     "training range)", type(prior).__name__))
-    if method == LATENT_ENSF_METHOD or (method is None and "vae" in settings):
-        if members is not None:
-            settings["members"] = members
-        return assimilate_latent_ensf(observations, model, seed=seed, progress=progress,
-                                      **settings)
-    for model_type, adapter in ADAPTERS:
-        if isinstance(model, model_type):
-            if method is not None:
-                settings["method"] = method
-            if members is not None:
-                settings["members"] = members
-            return adapter(observations, model, seed=seed,
-                           progress=progress, **settings)
-    raise ConfigurationError(expected_found(
-        "model", "a full-order simulator (xl.simulator(...)), a LatentModel or a "
-        "ForecastModel (a template Dataset and an advance method: xl.forecast_model)",
-        type(model).__name__))
+    if method is None:
+        method = next((name for name, (_, keys) in METHOD_ADAPTERS.items()
+                       if any(key in settings for key in keys)), None)
+    if isinstance(method, str) and method in METHOD_ADAPTERS:
+        adapter: Adapter | None = METHOD_ADAPTERS[method][0]
+    else:
+        adapter = next((candidate for model_type, candidate in ADAPTERS
+                        if isinstance(model, model_type)), None)
+    if adapter is None:
+        raise ConfigurationError(expected_found(
+            "model", "a full-order simulator (xl.simulator(...)), a LatentModel or a "
+            "ForecastModel (a template Dataset and an advance method: xl.forecast_model)",
+            type(model).__name__))
+    if method is not None:
+        settings["method"] = method
+    if members is not None:
+        settings["members"] = members
+    return adapter(observations, model, seed=seed, progress=progress, **settings)

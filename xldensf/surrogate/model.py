@@ -52,7 +52,6 @@ True
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -61,9 +60,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from .._version import __version__
-from ..errors import ConfigurationError, DataError, expected_found
-from ..io import check_format, metadata_json, read_safetensors, write_safetensors
+from ..errors import ConfigurationError, expected_found
+from ..io import (
+    metadata_json,
+    model_contents,
+    model_file_header,
+    read_model_file,
+    write_safetensors,
+)
 from ..options import resolve_device
 from .config import EncoderConfig, LDNetConfig
 from .dataset import forecast
@@ -412,17 +416,10 @@ class LatentModel(nn.Module):
         tensors = {key: value.detach().cpu().contiguous()
                    for key, value in self.state_dict().items()}
         encoder_config = None if self.encoder_config is None else self.encoder_config.to_dict()
-        metadata = {
-            "format": FORMAT_NAME,
-            "format_version": str(FORMAT_VERSION),
-            "config": json.dumps(self.config.to_dict()),
-            "encoder_config": json.dumps(encoder_config),
-            "metadata": json.dumps(self.metadata.to_dict()),
-            "seed": str(self.seed),
-            "xldensf_version": __version__,
-            "torch_version": torch.__version__,
-        }
-        write_safetensors(path, tensors, metadata)
+        header = model_file_header(FORMAT_NAME, FORMAT_VERSION, config=self.config.to_dict(),
+                                   metadata=self.metadata.to_dict(), seed=self.seed,
+                                   encoder_config=encoder_config)
+        write_safetensors(path, tensors, header)
 
     @classmethod
     def from_file(cls, path: str | os.PathLike,
@@ -453,25 +450,18 @@ class LatentModel(nn.Module):
         >>> LatentModel.from_file(str(SHIPPED)).metadata.parameters
         ('x0', 'y0')
         """
-        tensors, header = read_safetensors(path, "model file")
-        check_format(header, FORMAT_NAME, FORMAT_VERSION, path)
-        try:
-            config = LDNetConfig.from_dict(metadata_json(header, "config", path))
-            encoder_values = metadata_json(header, "encoder_config", path)
+        contents = read_model_file(path, "model file", FORMAT_NAME, FORMAT_VERSION)
+        tensors = contents.tensors
+        with model_contents(path, "a model this xldensf version can build"):
+            config = LDNetConfig.from_dict(contents.config)
+            encoder_values = metadata_json(contents.header, "encoder_config", path)
             encoder_config = None if encoder_values is None else EncoderConfig.from_dict(
                 encoder_values)
-            metadata = SurrogateMetadata.from_dict(metadata_json(header, "metadata", path))
+            metadata = SurrogateMetadata.from_dict(contents.metadata)
             model = cls(config, metadata, tensors["coordinates"].float(), encoder_config,
-                        seed=int(header.get("seed", "0")))
+                        seed=contents.seed)
             model = model.to(tensors["coordinates"].dtype)
             model.load_state_dict(tensors, strict=True)
-        except DataError:
-            raise
-        except Exception as err:  # config/metadata/state-dict mismatches of many kinds
-            raise DataError(
-                expected_found(f"contents of {path}", "a model this xldensf version can build",
-                               f"{type(err).__name__}: {err}")
-            ) from err
         return model.to(resolve_device(device)).eval()
 
     def grid_points(self) -> np.ndarray:

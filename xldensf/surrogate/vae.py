@@ -30,7 +30,6 @@ Examples
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import time as wallclock
 from collections.abc import Sequence
@@ -41,11 +40,10 @@ import numpy as np
 import torch
 import xarray as xr
 
-from .._version import __version__
 from ..conventions import RUN_DIM, find_time_name
 from ..errors import ConfigurationError, DataError, check_names, expected_found
 from ..geometry import GridGeometry, InterpolationOperator
-from ..io import check_format, json_safe, metadata_json, read_safetensors, write_safetensors
+from ..io import json_safe, model_contents, model_file_header, read_model_file, write_safetensors
 from ..options import resolve_device, resolve_seed
 from .vae_networks import CoupledVAE, train_vae
 
@@ -203,15 +201,8 @@ class VAEModel:
         config = {"n_variables": network.n_variables, "grid_shape": list(network.grid_shape),
                   "n_obs": network.n_obs, "latent_dim": network.latent_dim,
                   "width": network.width, "depth": network.depth, "n_modes": network.n_modes}
-        header = {
-            "format": VAE_FORMAT_NAME,
-            "format_version": str(VAE_FORMAT_VERSION),
-            "config": json.dumps(config),
-            "metadata": json.dumps(self.metadata.to_dict()),
-            "seed": str(self.seed),
-            "xldensf_version": __version__,
-            "torch_version": torch.__version__,
-        }
+        header = model_file_header(VAE_FORMAT_NAME, VAE_FORMAT_VERSION, config=config,
+                                   metadata=self.metadata.to_dict(), seed=self.seed)
         write_safetensors(path, tensors, header)
 
     @classmethod
@@ -235,24 +226,16 @@ class VAEModel:
         ...
         xldensf.errors.DataError: VAE model file: expected a safetensors file, found ...
         """
-        tensors, header = read_safetensors(path, "VAE model file")
-        check_format(header, VAE_FORMAT_NAME, VAE_FORMAT_VERSION, path)
-        try:
-            config = metadata_json(header, "config", path)
-            metadata = VAEMetadata.from_dict(metadata_json(header, "metadata", path))
+        contents = read_model_file(path, "VAE model file", VAE_FORMAT_NAME, VAE_FORMAT_VERSION)
+        with model_contents(path, "a VAE model this xldensf version can build"):
+            config = contents.config
+            metadata = VAEMetadata.from_dict(contents.metadata)
             network = CoupledVAE(config["n_variables"], tuple(config["grid_shape"]),
                                  config["n_obs"], config["latent_dim"], config["width"],
                                  config["depth"], config["n_modes"])
-            network = network.to(tensors["field_center"].dtype)
-            network.load_state_dict(tensors, strict=True)
-        except DataError:
-            raise
-        except Exception as err:  # config/metadata/state-dict mismatches of many kinds
-            raise DataError(expected_found(f"contents of {path}",
-                                           "a VAE model this xldensf version can build",
-                                           f"{type(err).__name__}: {err}")) from err
-        return cls(network.to(resolve_device(device)), metadata,
-                   seed=int(header.get("seed", "0")))
+            network = network.to(contents.tensors["field_center"].dtype)
+            network.load_state_dict(contents.tensors, strict=True)
+        return cls(network.to(resolve_device(device)), metadata, seed=contents.seed)
 
 
 def _field_variables(dataset: xr.Dataset, grid_dims: tuple[str, ...],
