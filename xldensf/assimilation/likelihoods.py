@@ -187,8 +187,9 @@ class DecoderOperator(ObservationOperator):
             fields = self.model.decode(latent, coords=self.stations)[..., self.variable_indices,
                                                                      :]
             return fields.flatten(-2)
-        fields, _ = self.decoder.fields_and_saved(latent.reshape(-1, latent.shape[-1]))
-        return fields.transpose(-1, -2).reshape(*latent.shape[:-1], -1)
+        # the forward pass alone (chunked, two buffers): no activations kept for a pullback
+        fields = self.decoder.fields(latent.reshape(-1, latent.shape[-1]))
+        return fields.reshape(*latent.shape[:-1], -1)
 
     def __call__(self, state: torch.Tensor) -> torch.Tensor:
         return self._observe(state)
