@@ -7,6 +7,9 @@ latent ``kappa = (s, u)`` of Xiao, Si & Chen (ICLR 2026, arXiv 2411.19305):
 - prior: normalised parameters ``u ~ U(-1, 1)`` (uniform over the training range, never
   seeded with the truth) and the latent start ``s_0 = model.unroll(u, 1)`` of each member
   (the LDNet's shifted initial latent, which depends on ``u``);
+- first cycles (``start="particles"``, default): a tempered particle start on many prior
+  draws (:func:`~xldensf.filters.particle_start_cycle`) until their effective sample
+  size would fall below ``members``, then the filter;
 - prediction: every member advances its ``s`` with its own ``u`` through the latent
   dynamics (``model.advance``), one latent step per training frame; ``u`` persists, with
   an optional random-walk ``parameter_jitter`` (normalised units per step), and stays in
