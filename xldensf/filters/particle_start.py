@@ -157,14 +157,15 @@ def particle_start_cycle(
 
     Parameters
     ----------
-    filter, advance, observation_times, observations, operator, obs_std, t0, generator,
-    return_forecasts, progress
+    filter, advance, observation_times, observations, operator, obs_std
         As in :func:`~xldensf.filters.cycle` (one unbatched ensemble).
     candidates
-        ``(n_candidates, n_state)`` draws from the prior at ``t0``, ``n_candidates >=
-        2 * members``.
+        ``(n_candidates, n_state)`` draws from the prior at ``t0``, with
+        ``n_candidates >= 2 * members``.
     members
         Ensemble size of the analyses (and of the filter after the handover).
+    t0, generator, return_forecasts, progress
+        As in :func:`~xldensf.filters.cycle`.
 
     Returns
     -------
