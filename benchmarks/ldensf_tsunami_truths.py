@@ -1,0 +1,77 @@
+"""LD-EnSF on further held-out tsunami truths, scored cheaply (7 frames, 20 members).
+
+The quick benchmark's truths ``i`` (``simulate(seed=1000 + i)``), layouts (the encoder's,
+``observe(seed=i)``; unseen random, ``observe(stations=16, seed=7919 + i)``), shipped
+surrogate, 200 latent members and filter seed ``i``, as ``xldensf benchmark tsunami --quick
+--truths N`` would run them, but only the default LD-EnSF (or the settings given as JSON)
+and scored on frames 1, 5, 10, 20, 30, 40, 50 of the mean of the first 20 members (the
+benchmark decodes all 51 frames, which dominates its time). Use it to see how often the
+analysis fails on truths that the defaults were not chosen on.
+
+Usage::
+
+    OMP_NUM_THREADS=1 python benchmarks/ldensf_tsunami_truths.py --first 5 --last 15
+        ['{"start": "prior"}']
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+
+import xldensf as xl
+from xldensf.experiments import benchmark as bench
+from xldensf.experiments.settings import UNSEEN_LAYOUT_SEED_OFFSET
+
+#: Frames scored.
+FRAMES = [1, 5, 10, 20, 30, 40, 50]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("settings", nargs="?", default="{}", help="assimilate keywords (JSON)")
+    parser.add_argument("--first", type=int, default=5)
+    parser.add_argument("--last", type=int, default=15)
+    args = parser.parse_args(argv)
+    settings = json.loads(args.settings)
+    setting, _ = bench._resolve_setting("tsunami", True, args.last, None, None, None)
+    full = xl.simulator("tsunami", preset=setting.preset)
+    model = xl.load_model(bench.shipped_model_path("tsunami", setting.preset))
+    stations = bench.regular_station_count(full.grid_shape, setting.density)
+    layouts = bench._layouts(model, full, stations, UNSEEN_LAYOUT_SEED_OFFSET)
+    names = list(model.metadata.parameters)
+    ranges = {name: high - low for name, (low, high)
+              in zip(names, model.metadata.parameter_ranges)}
+    finals = []
+    for index in range(args.first, args.last):
+        prepared = bench._prepare_truth("tsunami", setting, index, 0,
+                                        len(model.metadata.times), layouts, names)
+        truth = prepared["truth"]["eta"].values[FRAMES]
+        for layout in ("trained", "unseen"):
+            started = time.perf_counter()
+            analysis = prepared["observations"][layout].ldensf.assimilate(
+                model, members=setting.latent_members, seed=index, progress=False, **settings)
+            seconds = time.perf_counter() - started
+            members = analysis["eta"].isel(member=slice(0, setting.members),
+                                           time=FRAMES).values
+            flat = (len(FRAMES), -1)
+            error = np.sqrt(((members.mean(1) - truth) ** 2).reshape(flat).mean(1))
+            relative = error / np.sqrt((truth ** 2).reshape(flat).mean(1))
+            spread = np.sqrt(members.var(1, ddof=1).reshape(flat).mean(1))
+            parameters = [abs(float(analysis[name].isel(time=-1).mean())
+                              - prepared["parameters"][name]) / ranges[name] for name in names]
+            finals.append(relative[-1])
+            print(f"{layout:8s} truth {index}: handover "
+                  f"{analysis.attrs.get('xldensf_start_handover')} relative RMSE of eta "
+                  f"{np.round(relative, 3)} spread/skill {np.round(spread / error, 2)} "
+                  f"parameter errors {np.round(parameters, 3)} call {seconds:.1f} s",
+                  flush=True)
+    print(f"mean final {np.mean(finals):.3f}; runs with final > 0.5: "
+          f"{int(np.sum(np.array(finals) > 0.5))} of {len(finals)}")
+
+
+if __name__ == "__main__":
+    main()
