@@ -87,22 +87,6 @@ def _linear_advance(a, b):
     return advance
 
 
-def _closed_form_smoother(a, b, h, r_std, xb, pb, b_root, p_std, y):
-    """Smoothed mean of ``z = [x0, p]`` given all observations (the Kalman smoother at
-    time 0): ``z = zb + B G^T (G B G^T + R)^-1 (y - G zb)`` with the stacked operator."""
-    n = len(xb)
-    rows, m_x, m_p = [], torch.eye(n, dtype=F64), torch.zeros(n, 1, dtype=F64)
-    for _ in range(len(y)):
-        m_x, m_p = a @ m_x, a @ m_p + b[:, None]
-        rows.append(torch.cat([h @ m_x, h @ m_p], dim=1))
-    g = torch.cat(rows)
-    cov = torch.block_diag(b_root @ b_root.T, torch.diag(p_std ** 2))
-    zb = torch.cat([xb, pb])
-    gain = cov @ g.T @ torch.linalg.inv(g @ cov @ g.T + r_std ** 2 * torch.eye(len(g),
-                                                                               dtype=F64))
-    return zb + gain @ (y.reshape(-1) - g @ zb)
-
-
 @pytest.mark.parametrize("optimizer, tolerance", [("gauss-newton", 1e-10), ("lbfgs", 1e-6)])
 def test_linear_gaussian_equals_kalman_smoother(optimizer, tolerance):
     """One window over all observations, linear model and operator, Gaussian B and R: the
@@ -114,7 +98,7 @@ def test_linear_gaussian_equals_kalman_smoother(optimizer, tolerance):
     and 1e-6 leaves room for the line search's last step.
     """
     a, b, h, r_std, xb, pb, b_root, p_std, y = _linear_problem()
-    expected = _closed_form_smoother(a, b, h, r_std, xb, pb, b_root, p_std, y)
+    expected, _ = _smoother_posterior(a, b, h, r_std, xb, pb, b_root, p_std, y)
     times = torch.arange(1.0, len(y) + 1, dtype=F64)
     result = fourdvar(_linear_advance(a, b), xb, pb, 0.0, times, y, h, r_std,
                       background_sqrt=b_root, parameter_std=p_std, window=len(y),
@@ -198,8 +182,8 @@ def test_sliding_windows_cover_every_time_and_cycle_the_background():
     assert torch.isfinite(result.analysis).all()
     assert result.windows == [(0, 2), (1, 4), (3, 6), (4, 7)]
     # The first window alone is the smoother over its two observations.
-    expected = _closed_form_smoother(a, b, h, r_std, xb, pb, b_root,
-                                     torch.zeros(1, dtype=F64), y[:2])
+    expected, _ = _smoother_posterior(a, b, h, r_std, xb, pb, b_root,
+                                      torch.zeros(1, dtype=F64), y[:2])
     first = a @ expected[:-1] + pb * b
     assert torch.allclose(result.analysis[0], first, atol=1e-9)
 

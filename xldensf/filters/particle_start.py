@@ -203,9 +203,9 @@ def particle_start_cycle(
             candidates.shape[0]))
     times = torch.as_tensor(observation_times, dtype=torch.float64)
     n_cycles = times.shape[0]
-    std = torch.as_tensor(obs_std, dtype=candidates.dtype)
-    std = std.expand(observations.shape).clone() if std.shape != observations.shape \
-        else std.clone()
+    # one row per cycle, a copy: the handover's row is rescaled below
+    std = torch.broadcast_to(torch.as_tensor(obs_std, dtype=candidates.dtype),
+                             observations.shape).clone()
     ensemble, time = candidates, float(t0)
     log_weights = torch.zeros(candidates.shape[0], dtype=torch.float64)
     analyses, forecasts, sizes = [], [], []
