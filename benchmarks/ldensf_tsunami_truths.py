@@ -11,7 +11,10 @@ analysis fails on truths that the defaults were not chosen on.
 Usage::
 
     OMP_NUM_THREADS=1 python benchmarks/ldensf_tsunami_truths.py --first 5 --last 15
-        ['{"start": "prior"}']
+        ['{"start": "prior"}'] [--letkf]
+
+``--letkf``: the full-model LETKF instead (the benchmark's settings and 20 members, the
+encoder's layout only), scored the same way.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import numpy as np
 
 import xldensf as xl
 from xldensf.experiments import benchmark as bench
-from xldensf.experiments.settings import UNSEEN_LAYOUT_SEED_OFFSET
+from xldensf.experiments.settings import UNSEEN_LAYOUT_SEED_OFFSET, method_settings
 
 #: Frames scored.
 FRAMES = [1, 5, 10, 20, 30, 40, 50]
@@ -35,6 +38,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("settings", nargs="?", default="{}", help="assimilate keywords (JSON)")
     parser.add_argument("--first", type=int, default=5)
     parser.add_argument("--last", type=int, default=15)
+    parser.add_argument("--letkf", action="store_true", help="the full-model LETKF instead")
     args = parser.parse_args(argv)
     settings = json.loads(args.settings)
     setting, _ = bench._resolve_setting("tsunami", True, args.last, None, None, None)
@@ -45,15 +49,21 @@ def main(argv: list[str] | None = None) -> None:
     names = list(model.metadata.parameters)
     ranges = {name: high - low for name, (low, high)
               in zip(names, model.metadata.parameter_ranges)}
+    if args.letkf:  # the full model, the benchmark's LETKF settings, the trained layout
+        runs = [("trained", full, {"method": "letkf", "members": setting.members,
+                                   **method_settings("tsunami", ["letkf"])["letkf"]})]
+    else:
+        runs = [(layout, model, {"members": setting.latent_members, **settings})
+                for layout in ("trained", "unseen")]
     finals = []
     for index in range(args.first, args.last):
         prepared = bench._prepare_truth("tsunami", setting, index, 0,
                                         len(model.metadata.times), layouts, names)
         truth = prepared["truth"]["eta"].values[FRAMES]
-        for layout in ("trained", "unseen"):
+        for layout, forecast_model, keywords in runs:
             started = time.perf_counter()
             analysis = prepared["observations"][layout].ldensf.assimilate(
-                model, members=setting.latent_members, seed=index, progress=False, **settings)
+                forecast_model, seed=index, progress=False, **keywords)
             seconds = time.perf_counter() - started
             members = analysis["eta"].isel(member=slice(0, setting.members),
                                            time=FRAMES).values
