@@ -280,6 +280,14 @@ def test_latent_start_option(wave_model, wave_truth):
     handover = analysis.attrs["xldensf_start_handover"]
     assert 0 <= handover <= 4 and np.isfinite(analysis["h"].values).all()
     assert '"start": "particles"' in analysis.attrs["xldensf_settings"]
+    weights = observations.ldensf.assimilate(wave_model, members=10, seed=0, start="weights",
+                                             start_candidates=200)
+    assert 0 <= weights.attrs["xldensf_start_handover"] <= 4
+    assert '"start": "weights"' in weights.attrs["xldensf_settings"]
+    # moves replay deterministic dynamics: with a parameter random walk, weights only
+    jittered = observations.ldensf.assimilate(wave_model, members=10, seed=0,
+                                              start_candidates=200, parameter_jitter=0.01)
+    assert '"start": "weights"' in jittered.attrs["xldensf_settings"]
     prior = observations.ldensf.assimilate(wave_model, members=10, seed=0, start="prior")
     assert "xldensf_start_handover" not in prior.attrs
     with pytest.raises(UnknownNameError, match="start"):

@@ -64,7 +64,7 @@ from ..errors import (
     check_name,
     expected_found,
 )
-from ..filters import cycle, get_filter, particle_start_cycle
+from ..filters import CandidatePrior, cycle, get_filter, particle_start_cycle
 from ..filters.ensf import PAPER_CASES, EnSF
 from ..filters.wrappers import BoundedAnalysis, StandardizedAnalysis
 from ..options import resolve_seed
@@ -85,6 +85,7 @@ from .setup import check_members
 
 __all__ = [
     "assimilate_latent",
+    "candidate_prior",
     "latent_ensemble_dataset",
     "training_latent_box",
     "LATENT_METHODS",
@@ -130,14 +131,16 @@ DEFAULT_LATENT_STEPS = 20
 #: Default time grid of the default latent EnSF, ``t_k = (1 - k / steps) ** 3``: more of
 #: the few steps near ``t = 0``, where the scores are stiffest (docs/ldensf.md).
 DEFAULT_LATENT_TIME_POWER = 3.0
-#: How the first cycles start (``start=``): ``"particles"`` (a tempered particle start on
-#: many prior draws, :func:`~xldensf.filters.particle_start_cycle`) or ``"prior"`` (the
+#: How the first cycles start (``start=``): ``"particles"`` (a resample-move particle
+#: start on many prior draws, :func:`~xldensf.filters.particle_start_cycle` with a
+#: :func:`candidate_prior`), ``"weights"`` (the same start with importance weights only,
+#: handed over when their effective size falls below ``members``) or ``"prior"`` (the
 #: filter's first analysis on ``members`` prior draws).
-STARTS = ("particles", "prior")
-#: Default number of prior draws of the particle start (at least ten per member): a
-#: latent candidate costs microseconds per step and one decoder pass at the stations per
-#: cycle (docs/ldensf.md, "First cycles").
-DEFAULT_START_CANDIDATES = 4096
+STARTS = ("particles", "weights", "prior")
+#: Default number of prior draws of each particle start (at least ten per member is
+#: taken): a latent candidate costs microseconds per step and one decoder pass at the
+#: stations per cycle; the moving start needs fewer (docs/ldensf.md, "First cycles").
+DEFAULT_START_CANDIDATES = {"particles": 2048, "weights": 4096}
 #: Phases timed in the attrs of the analysis, ``xldensf_seconds_<phase>`` (wall seconds,
 #: summed over cycles): the latent prediction steps (with the prior's start), the analyses
 #: (with the encoder or the station operators they need), and the decoding of the output.
@@ -215,6 +218,38 @@ def _check_memory(ensf: EnSF | None, members: int, n_state: int, n_obs: int,
                 f"memory of the {what}", f"<= memory_limit_gib = {limit_gib} GiB",
                 f"about {estimate / 2 ** 30:.1f} GiB for {members} members; use fewer "
                 "members or output='lazy'/'mean'"))
+
+
+def candidate_prior(model: LatentModel, parameters: torch.Tensor) -> CandidatePrior:
+    """The prior of :func:`assimilate_latent` for the moving particle start.
+
+    Base variables: the normalised parameters ``u ~ U(-1, 1)`` (``parameters``, the
+    draws); state at the first time: ``(model.unroll(u, 1)[:, 0], u)``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from xldensf.surrogate import LatentModel, LDNetConfig, SurrogateMetadata
+    >>> meta = SurrogateMetadata(variables=("h",), coordinate_names=("x",),
+    ...     times=(0.0, 1.0, 2.0), parameters=("c",), parameter_ranges=((0.0, 1.0),))
+    >>> model = LatentModel(LDNetConfig.small().replace(latent_dim=3), meta,
+    ...                     torch.rand(6, 1))
+    >>> prior = candidate_prior(model, 2 * torch.rand(8, 1) - 1)
+    >>> prior.initial_state(prior.draws).shape, prior.sample(5, None).shape
+    (torch.Size([8, 4]), torch.Size([5, 1]))
+    """
+    dtype, bound = parameters.dtype, torch.ones(model.n_parameters, dtype=parameters.dtype)
+
+    def initial_state(base: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            latent = model.unroll(base.to(model.device, model.dtype), 1)[:, 0].cpu()
+        return torch.cat([latent.to(dtype), base], dim=1)
+
+    def sample(count: int, generator: torch.Generator | None) -> torch.Tensor:
+        return (2 * torch.rand(count, model.n_parameters, generator=generator,
+                               dtype=torch.float64) - 1).to(dtype)
+
+    return CandidatePrior(parameters, initial_state, -bound, bound, sample=sample)
 
 
 def assimilate_latent(
@@ -388,9 +423,11 @@ def assimilate_latent(
     start = ("prior" if analysis == "paper" and method == "ld-ensf" else "particles") \
         if start is None else start
     check_name("start", start, STARTS)
-    if start_candidates is None:
-        start_candidates = max(DEFAULT_START_CANDIDATES, 10 * members)
-    if start == "particles" and not (isinstance(start_candidates, (int, np.integer))
+    if start == "particles" and (parameter_jitter > 0 or not model.n_parameters):
+        start = "weights"  # moves replay the deterministic dynamics of the parameters
+    if start_candidates is None and start != "prior":
+        start_candidates = max(DEFAULT_START_CANDIDATES[start], 10 * members)
+    if start != "prior" and not (isinstance(start_candidates, (int, np.integer))
                                      and start_candidates >= 2 * members):
         raise ConfigurationError(expected_found(
             "start_candidates", f"an integer >= 2 * members = {2 * members}",
@@ -432,7 +469,7 @@ def assimilate_latent(
     recorded = {**settings, "likelihood": likelihood, "parameter_jitter": parameter_jitter,
                 "latent_margin": latent_margin, "analysis": analysis, "output": output,
                 "start": start}
-    if start == "particles":
+    if start != "prior":
         recorded["start_candidates"] = int(start_candidates)
     if method == "ld-ensf":
         recorded.update(standardize=standardize and not paper)
@@ -484,7 +521,7 @@ def assimilate_latent(
 
     started = time.perf_counter()
     with torch.no_grad():  # the prior: members, or the particle start's candidates
-        draws = int(start_candidates) if start == "particles" else members
+        draws = members if start == "prior" else int(start_candidates)
         parameters = 2 * torch.rand(draws, model.n_parameters, generator=generator,
                                     dtype=torch.float64).to(dtype) - 1
         initial = torch.cat([model.unroll(parameters.to(model.device), 1)[:, 0].cpu(),
@@ -506,11 +543,12 @@ def assimilate_latent(
         return torch.cat([latent.cpu(), params], dim=1)
 
     started, initial_seconds = time.perf_counter(), seconds["forecast"]
-    if start == "particles":
+    if start in ("particles", "weights"):
         result = particle_start_cycle(
-            kernel, advance, initial, problem.times.copy(), values, operators, obs_std,
-            members=members, t0=t0, generator=generator, return_forecasts=return_forecasts,
-            progress=progress)
+            kernel, advance, candidate_prior(model, parameters)
+            if start == "particles" else initial, problem.times.copy(), values, operators,
+            obs_std, members=members, t0=t0, generator=generator,
+            return_forecasts=return_forecasts, progress=progress)
     else:
         result = cycle(kernel, advance, initial, problem.times.copy(), values, operators,
                        obs_std, t0=t0, generator=generator,
@@ -532,7 +570,7 @@ def assimilate_latent(
     }
     if "xldensf_case" in meta.attrs:
         attrs["xldensf_case"] = meta.attrs["xldensf_case"]
-    if start == "particles":  # the cycle the filter took over (n_cycles: never)
+    if start != "prior":  # the cycle the filter took over (n_cycles: never)
         attrs["xldensf_start_handover"] = int(result.handover)
     ensembles = {"": result.analysis}
     if return_forecasts:

@@ -39,7 +39,7 @@ from .ensf import EnSF
 from .etkf import ETKF
 from .letkf import LETKF
 from .localization import gaspari_cohn, localization_weights, pairwise_distance
-from .particle_start import ParticleStartResult, particle_start_cycle
+from .particle_start import CandidatePrior, ParticleStartResult, particle_start_cycle
 
 __all__ = [
     "FILTERS",
@@ -54,6 +54,7 @@ __all__ = [
     "CyclingResult",
     "particle_start_cycle",
     "ParticleStartResult",
+    "CandidatePrior",
     "inflate",
     "gaspari_cohn",
     "pairwise_distance",
