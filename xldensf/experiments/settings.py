@@ -81,7 +81,9 @@ BENCHMARK_METHODS = METHODS + OPTIONAL_METHODS
 #: of the Sakov & Oke (2008) LETKF configuration as run by DAPPER
 #: (``benchmarks/lorenz96_filters.py``), used only by the tests here; Kolmogorov: no
 #: published value, chosen here and not tuned (chosen when every run had its own random
-#: initial field; the small preset now shares one field, so it is to be re-tuned).
+#: initial field; the small preset now shares one field, so it is to be re-tuned: on the
+#: quick benchmark it ends little better than the free run, well behind the EnKF,
+#: ``benchmarks/results/ldensf_kolmogorov_quick.md``).
 LETKF_RADIUS = {"tsunami": 150e3, "atmosphere": 1.5e6, "kolmogorov": 1.0, "lorenz96": 4.0}
 
 #: Full-space filter settings per case (the same but for the LETKF radius): EnKF and LETKF

@@ -418,7 +418,7 @@ def _configs(dataset: xr.Dataset, preset: str, overrides: dict[str, Any],
         case = dataset.attrs.get("xldensf_case")
         config = LDNetConfig.paper(case if case in PAPER_SIZES else "tsunami")
     else:
-        config = LDNetConfig.small()
+        config = LDNetConfig.small(dataset.attrs.get("xldensf_case"))
     config = config.replace(**overrides)
     encoder_config = None
     if with_encoder:
