@@ -184,6 +184,19 @@ def test_paper_preset_takes_the_sizes_of_the_dataset_case(case, latent_dim):
     assert model.config.latent_dim == latent_dim
 
 
+@pytest.mark.parametrize(("case", "fourier_scale"), [("kolmogorov", 2.0), ("tsunami", 0.5),
+                                                     (None, 0.5)])
+def test_small_preset_takes_the_changes_of_the_dataset_case(case, fourier_scale):
+    """SMALL_CHANGES: the Kolmogorov flow's finer Fourier features; others unchanged."""
+    dataset = wave_dataset()
+    if case is not None:
+        dataset = dataset.assign_attrs(xldensf_case=case)
+    model = fit(dataset, parameters=["c", "x0"], preset="small", seed=0, steps=0,
+                finetune_steps=0)
+    assert model.config.fourier_scale == fourier_scale
+    assert model.config == LDNetConfig.small(case).replace(steps=0, finetune_steps=0)
+
+
 def _drop_units(dataset: xr.Dataset, name: str) -> xr.Dataset:
     dataset[name].attrs.pop("units")
     return dataset
