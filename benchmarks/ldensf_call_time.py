@@ -28,8 +28,8 @@ import numpy as np
 import torch
 
 import xldensf as xl
-from xldensf.experiments import benchmark as bench
-from xldensf.experiments.settings import UNSEEN_LAYOUT_SEED_OFFSET, method_settings
+from xldensf.experiments import benchmark_truths
+from xldensf.experiments.settings import method_settings
 
 
 def _timed(call, *args, **kwargs):
@@ -45,20 +45,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--output", default="benchmarks/results/ldensf_call_time")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    setting, _ = bench._resolve_setting("tsunami", True, args.truths, None, None, None)
-    full = xl.simulator("tsunami", preset=setting.preset)
-    model = xl.load_model(bench.shipped_model_path("tsunami", setting.preset))
-    stations = bench.regular_station_count(full.grid_shape, setting.density)
-    layouts = bench._layouts(model, full, stations, UNSEEN_LAYOUT_SEED_OFFSET)
+    truths = benchmark_truths("tsunami", quick=True, last=args.truths)
+    setting, model, full = truths.setting, truths.model, truths.simulator
     letkf = method_settings("tsunami", ["letkf"])["letkf"]
-    frames = len(model.metadata.times)
     rows = []
-    for index in range(args.truths):
-        prepared = bench._prepare_truth("tsunami", setting, index, 0, frames, layouts,
-                                        list(model.metadata.parameters))
-        observations = prepared["observations"]
+    for prepared in truths:
+        index, observations = prepared.index, prepared.observations
         if index == 0:  # torch's lazy imports, untimed
-            observations["unseen"].ldensf.assimilate(model, seed=index, progress=False)
+            observations["unseen"].ldensf.assimilate(model, seed=prepared.seed, progress=False)
         latent = {"members": setting.latent_members}
         calls = {  # method -> (layout, model, settings)
             "ld-ensf-decoder-unseen": ("unseen", model, latent),
@@ -68,7 +62,7 @@ def main(argv: list[str] | None = None) -> None:
         }
         for method, (layout, forecast_model, settings) in calls.items():
             _, wall, cpu = _timed(observations[layout].ldensf.assimilate, forecast_model,
-                                  seed=index, progress=False, **settings)
+                                  seed=prepared.seed, progress=False, **settings)
             rows.append({"truth": index, "method": method, "wall_s": wall, "cpu_s": cpu})
             print(f"truth {index} {method}: wall {wall:.2f} s, cpu {cpu:.2f} s", flush=True)
     summary = {}

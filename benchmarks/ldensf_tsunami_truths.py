@@ -1,7 +1,8 @@
 """LD-EnSF on further held-out tsunami truths, scored cheaply (7 frames, 20 members).
 
-The quick benchmark's truths ``i`` (``simulate(seed=1000 + i)``), layouts (the encoder's,
-``observe(seed=i)``; unseen random, ``observe(stations=16, seed=7919 + i)``), shipped
+The quick benchmark's truths ``i`` (``xldensf.experiments.benchmark_truths``:
+``simulate(seed=1000 + i)``, layouts the encoder's, ``observe(seed=i)``, and an unseen
+random one, ``observe(stations=16, seed=7919 + i)``), shipped
 surrogate, 200 latent members and filter seed ``i``, as ``xldensf benchmark tsunami --quick
 --truths N`` would run them, but only the default LD-EnSF (or the settings given as JSON)
 and scored on frames 1, 5, 10, 20, 30, 40, 50 of the mean of the first 20 members (the
@@ -25,9 +26,8 @@ import time
 
 import numpy as np
 
-import xldensf as xl
-from xldensf.experiments import benchmark as bench
-from xldensf.experiments.settings import UNSEEN_LAYOUT_SEED_OFFSET, method_settings
+from xldensf.experiments import benchmark_truths
+from xldensf.experiments.settings import method_settings
 
 #: Frames scored.
 FRAMES = [1, 5, 10, 20, 30, 40, 50]
@@ -41,11 +41,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--letkf", action="store_true", help="the full-model LETKF instead")
     args = parser.parse_args(argv)
     settings = json.loads(args.settings)
-    setting, _ = bench._resolve_setting("tsunami", True, args.last, None, None, None)
-    full = xl.simulator("tsunami", preset=setting.preset)
-    model = xl.load_model(bench.shipped_model_path("tsunami", setting.preset))
-    stations = bench.regular_station_count(full.grid_shape, setting.density)
-    layouts = bench._layouts(model, full, stations, UNSEEN_LAYOUT_SEED_OFFSET)
+    truths = benchmark_truths("tsunami", quick=True, first=args.first, last=args.last)
+    setting, model, full = truths.setting, truths.model, truths.simulator
     names = list(model.metadata.parameters)
     ranges = {name: high - low for name, (low, high)
               in zip(names, model.metadata.parameter_ranges)}
@@ -56,14 +53,12 @@ def main(argv: list[str] | None = None) -> None:
         runs = [(layout, model, {"members": setting.latent_members, **settings})
                 for layout in ("trained", "unseen")]
     finals = []
-    for index in range(args.first, args.last):
-        prepared = bench._prepare_truth("tsunami", setting, index, 0,
-                                        len(model.metadata.times), layouts, names)
-        truth = prepared["truth"]["eta"].values[FRAMES]
+    for prepared in truths:
+        truth = prepared.truth["eta"].values[FRAMES]
         for layout, forecast_model, keywords in runs:
             started = time.perf_counter()
-            analysis = prepared["observations"][layout].ldensf.assimilate(
-                forecast_model, seed=index, progress=False, **keywords)
+            analysis = prepared.observations[layout].ldensf.assimilate(
+                forecast_model, seed=prepared.seed, progress=False, **keywords)
             seconds = time.perf_counter() - started
             members = analysis["eta"].isel(member=slice(0, setting.members),
                                            time=FRAMES).values
@@ -72,9 +67,9 @@ def main(argv: list[str] | None = None) -> None:
             relative = error / np.sqrt((truth ** 2).reshape(flat).mean(1))
             spread = np.sqrt(members.var(1, ddof=1).reshape(flat).mean(1))
             parameters = [abs(float(analysis[name].isel(time=-1).mean())
-                              - prepared["parameters"][name]) / ranges[name] for name in names]
+                              - prepared.parameters[name]) / ranges[name] for name in names]
             finals.append(relative[-1])
-            print(f"{layout:8s} truth {index}: handover "
+            print(f"{layout:8s} truth {prepared.index}: handover "
                   f"{analysis.attrs.get('xldensf_start_handover')} relative RMSE of eta "
                   f"{np.round(relative, 3)} spread/skill {np.round(spread / error, 2)} "
                   f"parameter errors {np.round(parameters, 3)} call {seconds:.1f} s",

@@ -7,6 +7,9 @@ Nothing in the core imports this package; the command line (``xldensf benchmark`
   sources and the numbers they are expected to reproduce;
 - :mod:`~xldensf.experiments.benchmark`: :func:`run_benchmark` (orchestration, scoring;
   progress through ``logging``);
+- :mod:`~xldensf.experiments.truths`: :func:`benchmark_truths`, the benchmark's held-out
+  truths, layouts and models (:class:`BenchmarkTruths`, :class:`BenchmarkTruth`), for
+  scripts that run their own variant of a method on them;
 - :mod:`~xldensf.experiments.report`: :func:`markdown_report` and the JSON/markdown files;
 - :mod:`~xldensf.experiments.demo`: :func:`run_demo` and its table :func:`demo_report`.
 
@@ -35,6 +38,7 @@ from .settings import (
     regular_station_count,
     shipped_model_path,
 )
+from .truths import BenchmarkTruth, BenchmarkTruths, benchmark_truths, resolve_setting
 
 __all__ = [
     "ANOMALY_VARIABLES",
@@ -46,11 +50,15 @@ __all__ = [
     "TRUTH_SEED_OFFSET",
     "UNSEEN_LAYOUT_SEED_OFFSET",
     "BenchmarkSetting",
+    "BenchmarkTruth",
+    "BenchmarkTruths",
+    "benchmark_truths",
     "demo_report",
     "markdown_report",
     "prediction_step_seconds",
     "regular_station_count",
     "report_paths",
+    "resolve_setting",
     "run_benchmark",
     "run_demo",
     "scored_variables",

@@ -31,7 +31,6 @@ Examples
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import functools
 import logging
 import pickle
@@ -46,25 +45,20 @@ import torch
 import xarray as xr
 
 from .._version import __version__
-from ..assimilation import encoder_layout
-from ..errors import ConfigurationError, check_name, check_names, expected_found
+from ..errors import ConfigurationError, check_names, expected_found
 from ..options import resolve_seed
 from ..simulators import Simulator, simulate, simulator
 from ..surrogate import LatentModel, fit, load_model
 from .methods import resolve_vae, run_method, scored_variables
 from .report import write_report
 from .settings import (
-    BENCHMARK_CASES,
     BENCHMARK_METHODS,
-    METHODS,
-    SETTINGS,
-    TRUTH_SEED_OFFSET,
-    UNSEEN_LAYOUT_SEED_OFFSET,
     BenchmarkSetting,
     method_settings,
     regular_station_count,
     shipped_model_path,
 )
+from .truths import BenchmarkTruth, BenchmarkTruths, prepare_truth, resolve_setting
 
 __all__ = [
     "scored_variables",
@@ -161,33 +155,6 @@ def _resolve_model(case: str, setting: BenchmarkSetting, model: Any, stations: i
     return trained, f"trained: {path}"
 
 
-def _check_model(model: Any, full_model: Simulator) -> None:
-    meta = model.metadata
-    if sorted(meta.variables) != sorted(full_model.variables):
-        raise ConfigurationError(expected_found(
-            f"surrogate variables of the {full_model.case} case", sorted(full_model.variables),
-            sorted(meta.variables)))
-    if list(meta.parameters) != list(full_model.parameter_names):
-        raise ConfigurationError(expected_found(
-            f"surrogate parameters of the {full_model.case} case",
-            list(full_model.parameter_names), list(meta.parameters)))
-    if meta.grid_shape is None or tuple(meta.grid_shape) != tuple(full_model.grid_shape):
-        raise ConfigurationError(expected_found(
-            "surrogate grid (train the surrogate on the benchmark preset)",
-            tuple(full_model.grid_shape), meta.grid_shape))
-
-
-def _layouts(model: Any, full_model: Simulator, stations: int,
-             seed: int) -> dict[str, Any]:
-    """Station layouts: the trained one (the encoder's, else regular) and an unseen one."""
-    if model.encoder is not None and model.metadata.stations is not None:
-        trained: Any = encoder_layout(model)
-    else:
-        per_dim = round(stations ** (1.0 / len(full_model.grid_shape)))
-        trained = "x".join([str(per_dim)] * len(full_model.grid_shape))
-    return {"trained": trained, "unseen": stations, "unseen_seed": seed}
-
-
 def summarize_runs(records: list[dict[str, Any]]) -> dict[str, Any]:
     """Means over the truths that ran (NaN-free lists for JSON).
 
@@ -225,45 +192,7 @@ def summarize_runs(records: list[dict[str, Any]]) -> dict[str, Any]:
     return summary
 
 
-def _resolve_setting(case: str, quick: bool, truths: int | None, members: int | None,
-                     latent_members: int | None, methods: Sequence[str] | None
-                     ) -> tuple[BenchmarkSetting, list[str]]:
-    """The setting with its overrides, and the methods, checked."""
-    check_name("case", case, sorted(BENCHMARK_CASES))
-    methods = list(METHODS if methods is None else methods)
-    for method in methods:
-        check_name("method", method, BENCHMARK_METHODS)
-    overrides = {key: value for key, value in (("truths", truths), ("members", members),
-                                                ("latent_members", latent_members))
-                 if value is not None}
-    setting = dataclasses.replace(SETTINGS["quick" if quick else "paper"], **overrides)
-    if setting.truths < 1 or setting.members < 2 or setting.latent_members < 2:
-        raise ConfigurationError(expected_found(
-            "truths >= 1, members >= 2 and latent_members >= 2", "all",
-            (setting.truths, setting.members, setting.latent_members)))
-    return setting, methods
-
-
-def _prepare_truth(case: str, setting: BenchmarkSetting, index: int, seed: int,
-                   frames: int, layouts: dict[str, Any], parameter_names: Sequence[str],
-                   progress: bool = False) -> dict[str, Any]:
-    """Held-out truth ``index`` (seed ``1000 + seed + index``, ``frames`` frames), its
-    observations (layout name -> Dataset; seeds ``seed + index`` on the trained layout,
-    ``layouts["unseen_seed"] + index`` on the unseen one) and its true parameters: one
-    task of a distributed run."""
-    truth = simulate(case, runs=1, seed=TRUTH_SEED_OFFSET + seed + index,
-                     preset=setting.preset, progress=progress, n_outputs=frames).isel(run=0)
-    observations = {
-        "trained": truth.ldensf.observe(stations=layouts["trained"], noise=setting.noise,
-                                        seed=seed + index),
-        "unseen": truth.ldensf.observe(stations=layouts["unseen"], noise=setting.noise,
-                                       seed=layouts["unseen_seed"] + index),
-    }
-    return {"truth": truth, "observations": observations,
-            "parameters": {name: float(truth[name]) for name in parameter_names}}
-
-
-def _method_task(method: str, prepared: dict[str, Any], models: bytes,
+def _method_task(method: str, prepared: BenchmarkTruth, models: bytes,
                  setting: BenchmarkSetting, settings: dict[str, Any], seed: int,
                  widths: dict[str, float]) -> dict[str, Any]:
     """One method on one prepared truth, as a task of a dask.distributed client.
@@ -272,30 +201,27 @@ def _method_task(method: str, prepared: dict[str, Any], models: bytes,
     torch serialiser fails on modules that hold weak references); lazily decoded latent
     fields are computed in the task, on its own thread."""
     latent_model, full_model, vae = pickle.loads(models)
-    return run_method(method, prepared["truth"], prepared["observations"], latent_model,
+    return run_method(method, prepared.truth, prepared.observations, latent_model,
                       full_model, setting, settings, seed, widths, vae=vae,
                       scheduler="synchronous")
 
 
-def _truth_summary(prepared: dict[str, Any]) -> tuple[dict[str, float], int]:
+def _truth_summary(prepared: BenchmarkTruth) -> tuple[dict[str, float], int]:
     """The true parameters and the station count of the trained layout of a truth."""
-    return prepared["parameters"], prepared["observations"]["trained"].sizes["station"]
+    return prepared.parameters, prepared.observations["trained"].sizes["station"]
 
 
-def _run_truths(case: str, setting: BenchmarkSetting, settings: dict[str, dict[str, Any]],
-                models: tuple[Any, Simulator, Any], layouts: dict[str, Any],
-                widths: dict[str, float], seed: int, progress: bool, client: Any = None,
+def _run_truths(truths: BenchmarkTruths, settings: dict[str, dict[str, Any]], vae: Any,
+                widths: dict[str, float], progress: bool, client: Any = None,
                 ) -> tuple[dict[str, list[dict[str, Any]]], list[dict[str, float]], int]:
     """Every method of ``settings`` (method -> its settings) on every held-out truth: the
     records per method, the truths' parameters and the number of stations observed on the
-    trained layout. ``models``: the surrogate, the simulator and the VAE (or ``None``).
+    trained layout. ``vae``: the VAE of Latent-EnSF (or ``None``).
 
     With a dask.distributed ``client`` every truth, and every method on it, is a task
     (the models are scattered to the workers once); the records are the serial ones."""
-    latent_model, full_model, vae = models
+    latent_model, full_model, setting = truths.model, truths.simulator, truths.setting
     methods = list(settings)
-    frames = len(latent_model.metadata.times)  # truths span the surrogate's training frames
-    truths = range(setting.truths)
     records: dict[str, list[dict[str, Any]]] = {method: [] for method in methods}
 
     def record(index: int, method: str, found: dict[str, Any]) -> None:
@@ -307,25 +233,26 @@ def _run_truths(case: str, setting: BenchmarkSetting, settings: dict[str, dict[s
 
     if client is None:
         summaries = []
-        for index in truths:
-            prepared = _prepare_truth(case, setting, index, seed, frames, layouts,
-                                      list(widths), progress)
+        for prepared in truths:
             summaries.append(_truth_summary(prepared))
             for method in methods:
-                record(index, method, run_method(
-                    method, prepared["truth"], prepared["observations"], latent_model,
-                    full_model, setting, settings[method], seed + index, widths, vae=vae))
+                record(prepared.index, method, run_method(
+                    method, prepared.truth, prepared.observations, latent_model,
+                    full_model, setting, settings[method], prepared.seed, widths, vae=vae))
     else:
-        scattered = client.scatter(pickle.dumps(models), broadcast=True)
-        futures = [client.submit(_prepare_truth, case, setting, index, seed, frames,
-                                 layouts, list(widths), pure=False) for index in truths]
+        indices = range(truths.first, truths.last)
+        scattered = client.scatter(pickle.dumps((latent_model, full_model, vae)),
+                                   broadcast=True)
+        futures = [client.submit(prepare_truth, truths.case, setting, index, truths.seed,
+                                 truths.frames, truths.layouts, truths.parameter_names,
+                                 pure=False) for index in indices]
         tasks = [[client.submit(_method_task, method, future, scattered, setting,
-                                settings[method], seed + index, widths, pure=False)
+                                settings[method], truths.seed + index, widths, pure=False)
                   for method in methods]
-                 for index, future in zip(truths, futures)]
+                 for index, future in zip(indices, futures)]
         summaries = client.gather([client.submit(_truth_summary, future)
                                    for future in futures])
-        for index, per_method in zip(truths, client.gather(tasks)):
+        for index, per_method in zip(indices, client.gather(tasks)):
             for method, found in zip(methods, per_method):
                 record(index, method, found)
     return records, [parameters for parameters, _ in summaries], summaries[-1][1]
@@ -475,8 +402,7 @@ def run_benchmark(case: str = "tsunami", *, quick: bool = True, truths: int | No
     """
     # Long by its docstring (every option documented); the body is sequential steps
     # (settings, models, truths, record) kept in one place.
-    setting, methods = _resolve_setting(case, quick, truths, members, latent_members,
-                                        methods)
+    setting, methods = resolve_setting(case, quick, truths, members, latent_members, methods)
     if filter_settings:
         check_names("method of filter_settings", sorted(filter_settings), BENCHMARK_METHODS)
     seed = resolve_seed(seed)
@@ -491,18 +417,17 @@ def run_benchmark(case: str = "tsunami", *, quick: bool = True, truths: int | No
         progress=progress))
     latent_model, model_source = _resolve_model(case, setting, model, stations, output_dir,
                                                  seed, progress, training_runs)
-    _check_model(latent_model, full_model)
-    layouts = _layouts(latent_model, full_model, stations, seed + UNSEEN_LAYOUT_SEED_OFFSET)
+    held_out = BenchmarkTruths.from_models(case, setting, latent_model, full_model, seed,
+                                           progress=progress)
     widths = {spec.name: spec.prior_high - spec.prior_low for spec in full_model.parameter_specs}
     settings = method_settings(case, methods, filter_settings)
     sources, used_vae = {"model": model_source}, None
     if "latent-ensf" in methods:
         path = None if output_dir is None else output_dir / f"{case}_{setting.preset}.vae"
-        used_vae, sources["vae"] = resolve_vae(vae, path, training_runs, layouts["trained"],
-                                               seed, vae_settings)
-    records, truth_parameters, observed = _run_truths(
-        case, setting, settings, (latent_model, full_model, used_vae), layouts, widths, seed,
-        progress, client)
+        used_vae, sources["vae"] = resolve_vae(vae, path, training_runs,
+                                               held_out.layouts["trained"], seed, vae_settings)
+    records, truth_parameters, observed = _run_truths(held_out, settings, used_vae,
+                                                      widths, progress, client)
 
     grid_points = int(np.prod(full_model.grid_shape))
     timing = prediction_step_seconds(latent_model, full_model, setting.members, seed=seed)
