@@ -19,6 +19,8 @@ from xldensf.cli import main
 from xldensf.errors import ConfigurationError, UnknownNameError
 from xldensf.experiments import (
     METHODS,
+    BenchmarkTruth,
+    benchmark_truths,
     demo_report,
     markdown_report,
     prediction_step_seconds,
@@ -96,6 +98,33 @@ def test_files_are_written_and_consistent(result):
     assert not list(output.glob("*.tmp*"))               # no temporary leftovers
     assert "targets" not in results                      # targets live in the docs
     assert "Targets" not in table
+
+
+def test_benchmark_truths_are_the_truths_the_benchmark_ran(surrogate, result):
+    found, _ = result
+    truths = benchmark_truths("lorenz96", model=surrogate, last=2)
+    prepared = list(truths)
+    assert len(truths) == 2 and all(isinstance(one, BenchmarkTruth) for one in prepared)
+    assert [one.parameters for one in prepared] == found["truth_parameters"]
+    assert prepared[-1].observations["trained"].sizes["station"] == found["stations"]["trained"]
+    assert truths.stations == found["stations"]["unseen"]
+    # the documented seeds: truth 1000 + i, trained layout i, unseen layout 7919 + i
+    second = prepared[1]
+    assert second.index == second.seed == 1
+    simulated = xl.simulate("lorenz96", runs=1, seed=1001, preset="small",
+                            n_outputs=FRAMES).isel(run=0)
+    assert second.truth.identical(simulated)
+    unseen = simulated.ldensf.observe(stations=truths.stations, noise=0.1, seed=7920)
+    assert second.observations["unseen"].identical(unseen)
+    # a later slice is the same truths
+    (again,) = benchmark_truths("lorenz96", model=surrogate, first=1, last=2)
+    assert again.observations["trained"].identical(second.observations["trained"])
+    with pytest.raises(ConfigurationError, match="first"):
+        benchmark_truths("lorenz96", model=surrogate, first=2, last=2)
+    with pytest.raises(ConfigurationError, match="surrogate"):
+        benchmark_truths("kolmogorov", model=surrogate)
+    with pytest.raises(ConfigurationError, match="shipped"):
+        benchmark_truths("lorenz96")
 
 
 def test_prediction_step_timing_is_positive(surrogate):

@@ -372,8 +372,8 @@ def benchmark_truths(case: str = "tsunami", *, quick: bool = True, first: int = 
     The quick tsunami benchmark's first truth, observed on the shipped surrogate's
     stations:
 
-    >>> tsunami = benchmark_truths("tsunami", last=1)  # doctest: +SKIP
-    >>> next(iter(tsunami)).observations["trained"].sizes["station"]  # doctest: +SKIP
+    >>> tsunami = benchmark_truths("tsunami", last=1)
+    >>> next(iter(tsunami)).observations["trained"].sizes["station"]
     16
     """
     setting, _ = resolve_setting(case, quick, last, members, latent_members, [])
