@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import xarray as xr
@@ -231,10 +231,10 @@ class BenchmarkTruths:
 
     case: str
     setting: BenchmarkSetting
-    model: Any
-    simulator: Simulator
+    model: Any = field(repr=False)
+    simulator: Simulator = field(repr=False)
     stations: int
-    layouts: dict[str, Any]
+    layouts: dict[str, Any] = field(repr=False)
     seed: int = 0
     first: int = 0
     last: int = 1
@@ -331,7 +331,8 @@ def benchmark_truths(case: str = "tsunami", *, quick: bool = True, first: int = 
     quick
         The quick setting instead of the paper one.
     first, last
-        Truths ``range(first, last)`` (``last=None``: the setting's number of truths).
+        Truths ``range(first, last)`` (``last=None``: the setting's number of truths;
+        else the setting's ``truths`` becomes ``last``).
     members, latent_members
         Overrides of the setting's ensemble sizes (full-space, latent), carried in
         :attr:`BenchmarkTruths.setting`.
