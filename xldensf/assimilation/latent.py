@@ -7,9 +7,9 @@ latent ``kappa = (s, u)`` of Xiao, Si & Chen (ICLR 2026, arXiv 2411.19305):
 - prior: normalised parameters ``u ~ U(-1, 1)`` (uniform over the training range, never
   seeded with the truth) and the latent start ``s_0 = model.unroll(u, 1)`` of each member
   (the LDNet's shifted initial latent, which depends on ``u``);
-- first cycles (``start="particles"``, default): a tempered particle start on many prior
-  draws (:func:`~xldensf.filters.particle_start_cycle`) until their effective sample
-  size would fall below ``members``, then the filter;
+- first cycles (``start="particles"``, default): a resample-move particle start on many
+  prior draws (:func:`~xldensf.filters.particle_start_cycle`) until the observations are
+  nearly linear in the state across them, then the filter;
 - prediction: every member advances its ``s`` with its own ``u`` through the latent
   dynamics (``model.advance``), one latent step per training frame; ``u`` persists, with
   an optional random-walk ``parameter_jitter`` (normalised units per step), and stays in
@@ -137,10 +137,11 @@ DEFAULT_LATENT_TIME_POWER = 3.0
 #: handed over when their effective size falls below ``members``) or ``"prior"`` (the
 #: filter's first analysis on ``members`` prior draws).
 STARTS = ("particles", "weights", "prior")
-#: Default number of prior draws of each particle start (at least ten per member is
-#: taken): a latent candidate costs microseconds per step and one decoder pass at the
-#: stations per cycle; the moving start needs fewer (docs/ldensf.md, "First cycles").
-DEFAULT_START_CANDIDATES = {"particles": 2048, "weights": 4096}
+#: Default number of prior draws of each particle start, and the least number per member
+#: taken when ``members`` is large: a latent candidate costs microseconds per step and one
+#: decoder pass at the stations per cycle (and per replayed move); the moving start needs
+#: fewer (docs/ldensf.md, "First cycles").
+DEFAULT_START_CANDIDATES = {"particles": (1024, 4), "weights": (4096, 10)}
 #: Phases timed in the attrs of the analysis, ``xldensf_seconds_<phase>`` (wall seconds,
 #: summed over cycles): the latent prediction steps (with the prior's start), the analyses
 #: (with the encoder or the station operators they need), and the decoding of the output.
@@ -352,18 +353,26 @@ def assimilate_latent(
         bound.
     start
         ``"particles"`` (default, except with ``analysis="paper"``): the first cycles are
-        analysed by importance weights on ``start_candidates`` prior draws, with each
-        cycle's likelihood tempered so that their effective sample size stays at least
-        ``members``; at the first cycle where it would not, they are resampled to
-        ``members`` members and the filter analyses the rest of that cycle's likelihood
-        and every later cycle (:func:`~xldensf.filters.particle_start_cycle`; no
-        observation is used twice). It keeps the filter from locking onto a wrong mode of
-        a multimodal early likelihood (docs/ldensf.md, "First cycles"). ``"prior"``: the
-        filter's first analysis on ``members`` prior draws (the paper's). The attrs record
-        the cycle of the handover (``xldensf_start_handover``).
+        analysed by ``start_candidates`` prior draws, weighted by each cycle's likelihood
+        in tempered steps, resampled and moved after each step by Metropolis proposals
+        in the parameters (random walk and independent prior draws), each replayed
+        through the latent dynamics from the first time (:func:`candidate_prior`); after
+        a cycle that needed no move, once the next cycles' observations are nearly linear
+        in the latent state across the candidates, ``members`` of them go to the filter,
+        which analyses every later cycle (:func:`~xldensf.filters.particle_start_cycle`;
+        no observation is used twice). It follows the multimodal early posterior instead
+        of letting the filter lock onto a wrong mode (docs/ldensf.md, "First cycles").
+        With ``parameter_jitter > 0`` (dynamics not deterministic) or a model without
+        parameters it falls back to ``"weights"``: importance weights only, handed over
+        at the first cycle that would leave them an effective size below ``members``
+        (the rest of that cycle's likelihood to the filter). ``"prior"``: the filter's
+        first analysis on ``members`` prior draws (the paper's). The attrs record the start
+        that ran (``xldensf_settings``) and the cycle of the handover
+        (``xldensf_start_handover``).
     start_candidates
-        Prior draws of the particle start; default the larger of
-        :data:`DEFAULT_START_CANDIDATES` and ten per member; at least ``2 * members``.
+        Prior draws of the particle start; default from
+        :data:`DEFAULT_START_CANDIDATES` (``"particles"``: 1024, at least four per member;
+        ``"weights"``: 4096, at least ten per member); at least ``2 * members``.
     output
         ``"lazy"`` (default): every member's fields, decoded frame by frame on access (a
         dask array when dask is installed; else decoded now, as ``"members"``), so the call
@@ -426,7 +435,8 @@ def assimilate_latent(
     if start == "particles" and (parameter_jitter > 0 or not model.n_parameters):
         start = "weights"  # moves replay the deterministic dynamics of the parameters
     if start_candidates is None and start != "prior":
-        start_candidates = max(DEFAULT_START_CANDIDATES[start], 10 * members)
+        least, per_member = DEFAULT_START_CANDIDATES[start]
+        start_candidates = max(least, per_member * members)
     if start != "prior" and not (isinstance(start_candidates, (int, np.integer))
                                      and start_candidates >= 2 * members):
         raise ConfigurationError(expected_found(
