@@ -357,9 +357,9 @@ def assimilate_latent(
         in tempered steps, resampled and moved after each step by Metropolis proposals
         in the parameters (random walk and independent prior draws), each replayed
         through the latent dynamics from the first time (:func:`candidate_prior`); after
-        a cycle that needed no move, once the next cycles' observations are nearly linear
-        in the latent state across the candidates, ``members`` of them go to the filter,
-        which analyses every later cycle (:func:`~xldensf.filters.particle_start_cycle`;
+        a cycle that needed no move (or any from the fourth on), once the next cycles'
+        observations are nearly linear in the latent state across the candidates,
+        ``members`` of them go to the filter, which analyses every later cycle (:func:`~xldensf.filters.particle_start_cycle`;
         no observation is used twice). It follows the multimodal early posterior instead
         of letting the filter lock onto a wrong mode (docs/ldensf.md, "First cycles").
         With ``parameter_jitter > 0`` (dynamics not deterministic) or a model without

@@ -26,10 +26,10 @@ candidates drawn from the prior:
    prior's base space (a random walk, and a share of independent prior draws that can
    find a mode the candidates lost), each proposal replayed from ``t0``. So the
    candidates follow the posterior through the multimodal first cycles instead of
-   thinning out on the prior's draws. They are handed over to the filter only after a
-   cycle that needed no move and when the next cycles' observations are nearly linear in
-   the state across them (:func:`observation_nonlinearity`): where a Gaussian analysis
-   loses little.
+   thinning out on the prior's draws. They are handed over to the filter after a cycle
+   that needed no move (or, as moves grow costlier with each cycle, any cycle from the
+   fourth on) when the next cycles' observations are nearly linear in the state across
+   them (:func:`observation_nonlinearity`): where a Gaussian analysis loses little.
 
 :func:`particle_start_cycle` runs this in front of :func:`~xldensf.filters.cycle` and
 returns its :class:`~xldensf.filters.CyclingResult` with the cycle of the handover and
@@ -274,6 +274,7 @@ def particle_start_cycle(
     global_fraction: float = 0.2,
     linear_tolerance: float = 0.05,
     lookahead: int = 5,
+    move_cycles: int = 4,
 ) -> ParticleStartResult:
     """Cycle ``filter`` after a tempered particle start on ``candidates`` prior draws.
 
@@ -301,11 +302,13 @@ def particle_start_cycle(
     global_fraction
         Share of the proposals that are independent prior draws (with
         :attr:`CandidatePrior.sample`).
-    linear_tolerance, lookahead
-        The handover: after a cycle that needed no move, if the observations of the next
-        ``lookahead`` cycles are nearly linear in the forecast state across the
-        candidates (:func:`observation_nonlinearity` ``<= linear_tolerance``), ``members``
-        resampled candidates go to the filter, which analyses every later cycle.
+    linear_tolerance, lookahead, move_cycles
+        The handover: after a cycle that needed no move (or any cycle from ``move_cycles
+        - 1`` on: a move replays every cycle so far, so late moves cost most), if the
+        observations of the next ``lookahead`` cycles are nearly linear in the forecast
+        state across the candidates (:func:`observation_nonlinearity` ``<=
+        linear_tolerance``), ``members`` resampled candidates go to the filter, which
+        analyses every later cycle.
 
     Returns
     -------
@@ -400,7 +403,8 @@ def particle_start_cycle(
             break
         state.past = state.past + log_likelihood
         analyses.append(drawn)
-        if movable and not moved and index + 1 < n_cycles and _nearly_linear(
+        if movable and (not moved or index + 1 >= move_cycles) and index + 1 < n_cycles \
+                and _nearly_linear(
                 state, index, lookahead, linear_tolerance, advance, residuals_at, times,
                 generator):  # the filter takes the next cycles
             handover, ensemble, beta = index + 1, drawn, 0.0

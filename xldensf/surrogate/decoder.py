@@ -148,6 +148,8 @@ class DecoderAtPoints:
     def _activate_into(self, pre: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         if self.activation == "tanh":
             return torch.tanh(pre, out=out)
+        if self.activation == "silu" and pre.data_ptr() == out.data_ptr():
+            return nn.functional.silu(out, inplace=True)  # no temporary, no copy
         return out.copy_(_activate(pre, self.activation))
 
     def _film(self, latent: torch.Tensor) -> torch.Tensor | None:
