@@ -14,7 +14,8 @@ Each filter is a frozen dataclass of its settings with one
     Ensemble score filter (:class:`EnSF`), any differentiable observation operator.
 
 :func:`cycle` runs forecast/analysis cycles with any of them; :func:`particle_start_cycle`
-the same after a tempered particle start on many prior draws (cheap forecasts only).
+the same after a tempered (and optionally resample-move) particle start on many prior
+draws (cheap forecasts only).
 
 Examples
 --------
