@@ -129,8 +129,9 @@ def test_resample_move_start_is_the_kalman_posterior(seed):
     obs_std, members = 0.05, 400
     result = particle_start_cycle(get_filter("etkf"), keep, _gaussian_candidates(4000, 3, seed),
                                   [1.0, 2.0, 3.0, 4.0], observations, operator, obs_std,
-                                  members=members,
+                                  members=members, return_forecasts=True,
                                   generator=torch.Generator().manual_seed(seed + 10))
+    assert result.forecast.shape == result.analysis.shape == (4, members, 3)
     precision = torch.eye(3, dtype=F64) + 4 * operator.T @ operator / obs_std**2
     covariance = torch.linalg.inv(precision)
     mean = covariance @ operator.T @ observations.sum(0) / obs_std**2

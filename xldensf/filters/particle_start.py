@@ -376,7 +376,7 @@ def particle_start_cycle(
                         torch.zeros(count, dtype=torch.float64))
     scale = 2.38 / math.sqrt(prior.draws.shape[1]) if movable else 0.0
     analyses, forecasts, sizes = [], [], []
-    handover, beta, time = n_cycles, 1.0, float(t0)
+    handover, beta, time, partial = n_cycles, 1.0, float(t0), False
     for index, target in enumerate(times.tolist()):
         state.states, time = advance(state.states, time, target - time), target
         if return_forecasts:
@@ -399,7 +399,7 @@ def particle_start_cycle(
         sizes.append(effective_sample_size(state.log_weights))
         drawn = state.states[systematic_resample(state.log_weights, members, generator)]
         if beta < 1.0:  # the filter analyses the rest of this cycle
-            handover, ensemble = index, drawn
+            handover, ensemble, partial = index, drawn, True
             break
         state.past = state.past + log_likelihood
         analyses.append(drawn)
@@ -417,7 +417,7 @@ def particle_start_cycle(
                      progress=progress)
         analyses.extend(rest.analysis)
         if return_forecasts:  # a partly weighted cycle's forecast is the candidates'
-            forecasts.extend(rest.forecast[1:] if beta < 1.0 else rest.forecast)
+            forecasts.extend(rest.forecast[1:] if partial else rest.forecast)
     return ParticleStartResult(times, torch.stack(analyses),
                                torch.stack(forecasts) if return_forecasts else None,
                                handover=handover, beta=beta, effective_sizes=tuple(sizes))
