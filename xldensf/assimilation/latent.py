@@ -359,9 +359,10 @@ def assimilate_latent(
         through the latent dynamics from the first time (:func:`candidate_prior`); after
         a cycle that needed no move (or any from the fourth on), once the next cycles'
         observations are nearly linear in the latent state across the candidates,
-        ``members`` of them go to the filter, which analyses every later cycle (:func:`~xldensf.filters.particle_start_cycle`;
-        no observation is used twice). It follows the multimodal early posterior instead
-        of letting the filter lock onto a wrong mode (docs/ldensf.md, "First cycles").
+        ``members`` of them go to the filter, which analyses every later cycle
+        (:func:`~xldensf.filters.particle_start_cycle`; no observation is used twice). It
+        follows the multimodal early posterior instead of letting the filter lock onto a
+        wrong mode (docs/ldensf.md, "First cycles").
         With ``parameter_jitter > 0`` (dynamics not deterministic) or a model without
         parameters it falls back to ``"weights"``: importance weights only, handed over
         at the first cycle that would leave them an effective size below ``members``
