@@ -213,7 +213,7 @@ class CandidatePrior:
 class _Candidates:
     """The weighted candidates of the particle start at the current cycle."""
 
-    base: torch.Tensor          # (n, n_base) base values (None without moves)
+    base: torch.Tensor          # (n, n_base) base values (the states without moves)
     states: torch.Tensor        # (n, n_state) at the current time
     past: torch.Tensor          # (n,) log-likelihood of the completed cycles
     residuals: torch.Tensor     # (n, n_obs) whitened residuals of the current cycle
@@ -436,7 +436,8 @@ def _move(state: _Candidates, prior: CandidatePrior, replay, index: int, beta: f
     covariance = torch.cov(base.T).reshape(base.shape[1], base.shape[1])
     jitter = 1e-12 * torch.eye(base.shape[1], dtype=torch.float64) * (1 + covariance.diag().max())
     factor = torch.linalg.cholesky(covariance + jitter)
-    current = state.past + beta * _log_likelihood(state.residuals) + prior.log_prior(state.base)
+    current = state.past + beta * _log_likelihood(state.residuals)  # tempered log-likelihood
+    current_prior = prior.log_prior(state.base)
     for _ in range(steps):
         noise = torch.randn(base.shape, generator=generator, dtype=torch.float64)
         proposal = prior.reflect(state.base + (scale * noise @ factor.T).to(state.base))
@@ -445,10 +446,11 @@ def _move(state: _Candidates, prior: CandidatePrior, replay, index: int, beta: f
             independent = torch.rand(base.shape[0], generator=generator) < global_fraction
             proposal[independent] = prior.sample(int(independent.sum()), generator).to(proposal)
         states, past, residuals = replay(proposal, index)
-        proposed = past + beta * _log_likelihood(residuals) + prior.log_prior(proposal)
+        proposed = past + beta * _log_likelihood(residuals)
+        proposed_prior = prior.log_prior(proposal)
         # an independent prior draw's acceptance is the likelihood ratio alone
-        log_ratio = proposed - current - torch.where(
-            independent, prior.log_prior(proposal) - prior.log_prior(state.base), 0.0)
+        log_ratio = proposed - current + torch.where(independent, 0.0,
+                                                     proposed_prior - current_prior)
         uniform = torch.rand(base.shape[0], generator=generator, dtype=torch.float64)
         accept = torch.log(uniform) < log_ratio
         state.base = torch.where(accept[:, None], proposal, state.base)
@@ -456,6 +458,7 @@ def _move(state: _Candidates, prior: CandidatePrior, replay, index: int, beta: f
         state.past = torch.where(accept, past, state.past)
         state.residuals = torch.where(accept[:, None], residuals, state.residuals)
         current = torch.where(accept, proposed, current)
+        current_prior = torch.where(accept, proposed_prior, current_prior)
         rate = float(accept[~independent].double().mean()) if (~independent).any() else 0.3
         scale = scale * math.exp(rate - 0.3)
     return scale
