@@ -435,7 +435,7 @@ def build_parser() -> argparse.ArgumentParser:
         "benchmark", help="LD-EnSF against EnSF, EnKF and LETKF on held-out truths")
     benchmark.add_argument("case", choices=sorted(BENCHMARK_CASES))
     benchmark.add_argument("--quick", action="store_true",
-                           help="small presets, 3 truths: minutes on a CPU (default: the "
+                           help="small presets, 5 truths: minutes on a CPU (default: the "
                                 "paper setting, which needs a surrogate trained on a GPU)")
     benchmark.add_argument("--truths", type=int, default=None, help="held-out truths")
     benchmark.add_argument("--members", type=int, default=None, help="ensemble size")

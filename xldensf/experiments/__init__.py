@@ -17,7 +17,7 @@ Examples
 --------
 >>> from xldensf.experiments import SETTINGS, regular_station_count
 >>> SETTINGS["quick"].truths
-3
+5
 >>> regular_station_count((64, 64))
 16
 """

@@ -4,7 +4,8 @@ scoring.
 For one case (tsunami, atmosphere, Kolmogorov; Lorenz-96 for tests), on held-out truths
 that the surrogate never saw, sparse noisy stations (the paper's density, 10 % noise, 20
 members; :mod:`xldensf.experiments.settings`) are assimilated by every method of
-:data:`~xldensf.experiments.settings.METHODS`: LD-EnSF with the decoder likelihood, with
+:data:`~xldensf.experiments.settings.METHODS`: the free run (no analysis, the floor),
+LD-EnSF with the decoder likelihood, with
 the paper's encoder likelihood, with the decoder likelihood on a random layout of the same
 size that the surrogate never saw, and the full-space EnSF, EnKF and LETKF with the
 full-order model; on request (:data:`~xldensf.experiments.settings.OPTIONAL_METHODS`) also
@@ -24,8 +25,8 @@ markdown table. Progress goes to the ``logging`` logger of this module, never to
 Examples
 --------
 >>> from xldensf.experiments import METHODS, run_benchmark
->>> METHODS[0]
-'ld-ensf-decoder'
+>>> METHODS[0]     # the floor: the prior ensemble with no analysis
+'free-run'
 """
 
 from __future__ import annotations

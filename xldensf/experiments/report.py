@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from ..io import atomic_path, json_safe
-from .settings import OPTIONAL_METHODS
+from .settings import FREE_RUN, OPTIONAL_METHODS
 
 __all__ = ["markdown_report", "report_paths", "write_report"]
 
@@ -88,6 +88,23 @@ def _curve_table(results: dict[str, Any], curves: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _floor_lines(results: dict[str, Any]) -> list[str]:
+    """The free run's final error over the best other method's, per variable (the floor:
+    a ratio near 1 means no method used the observations)."""
+    methods = {name: entry["summary"] for name, entry in results["methods"].items()
+               if entry["summary"].get("runs")}
+    if FREE_RUN not in methods or len(methods) < 2:
+        return []
+    cells = []
+    for variable in results["variables"]:
+        best = min((name for name in methods if name != FREE_RUN),
+                   key=lambda name: methods[name]["final"][variable])
+        ratio = methods[FREE_RUN]["final"][variable] / methods[best]["final"][variable]
+        cells.append(f"{variable} {ratio:.3g}x ({best})")
+    return ["", "Free run against the best method, final relative RMSE (free run / best): "
+            + ", ".join(cells) + "."]
+
+
 def markdown_report(results: dict[str, Any]) -> str:
     """Markdown tables of a :func:`~xldensf.experiments.run_benchmark` result.
 
@@ -128,7 +145,7 @@ def markdown_report(results: dict[str, Any]) -> str:
         "fields decoded lazily, on access).", "",
     ]
     table, curves = _method_table(results)
-    lines += table
+    lines += table + _floor_lines(results)
     if curves:
         lines += _curve_table(results, curves)
     timing = results["prediction_step"]

@@ -13,7 +13,7 @@ Examples
 >>> from xldensf.experiments import resolve_setting
 >>> setting, methods = resolve_setting("tsunami", truths=5)
 >>> setting.preset, setting.truths, methods[0]
-('small', 5, 'ld-ensf-decoder')
+('small', 5, 'free-run')
 """
 
 from __future__ import annotations
@@ -277,7 +277,7 @@ class BenchmarkTruths:
         >>> truths = BenchmarkTruths.from_models(
         ...     "lorenz96", SETTINGS["quick"], surrogate, xl.simulator("lorenz96", preset="small"))
         >>> len(truths), truths.layouts["unseen"]
-        (3, 2)
+        (5, 2)
         """
         _check_model(model, full_model)
         last = setting.truths if last is None else last

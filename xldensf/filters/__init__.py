@@ -12,6 +12,8 @@ Each filter is a frozen dataclass of its settings with one
     Local ETKF with Gaspari-Cohn R-localisation (:class:`LETKF`).
 ``"ensf"``
     Ensemble score filter (:class:`EnSF`), any differentiable observation operator.
+``"free-run"``
+    No analysis: the forecasts alone (:class:`FreeRun`), the floor of every comparison.
 
 :func:`cycle` runs forecast/analysis cycles with any of them; :func:`particle_start_cycle`
 the same after a tempered (and optionally resample-move) particle start on many prior
@@ -38,6 +40,7 @@ from .cycling import CyclingResult, cycle
 from .enkf import EnKF
 from .ensf import EnSF
 from .etkf import ETKF
+from .free_run import FreeRun
 from .letkf import LETKF
 from .localization import gaspari_cohn, localization_weights, pairwise_distance
 from .particle_start import CandidatePrior, ParticleStartResult, particle_start_cycle
@@ -51,6 +54,7 @@ __all__ = [
     "ETKF",
     "LETKF",
     "EnSF",
+    "FreeRun",
     "cycle",
     "CyclingResult",
     "particle_start_cycle",
@@ -63,7 +67,8 @@ __all__ = [
 ]
 
 #: Filter name -> filter class.
-FILTERS: dict[str, type[EnsembleFilter]] = {cls.name: cls for cls in (EnKF, ETKF, LETKF, EnSF)}
+FILTERS: dict[str, type[EnsembleFilter]] = {cls.name: cls for cls in (EnKF, ETKF, LETKF, EnSF,
+                                                                     FreeRun)}
 
 
 def get_filter(name: str, **settings: Any) -> EnsembleFilter:
@@ -84,7 +89,7 @@ def get_filter(name: str, **settings: Any) -> EnsembleFilter:
     ...     get_filter("kalman")
     ... except KeyError as err:
     ...     print(err)
-    filter: expected one of ['enkf', 'ensf', 'etkf', 'letkf'], found 'kalman'
+    filter: expected one of ['enkf', 'ensf', 'etkf', 'free-run', 'letkf'], found 'kalman'
     """
     cls = FILTERS[check_name("filter", name, FILTERS)]
     fields = {field.name for field in dataclasses.fields(cls)}
