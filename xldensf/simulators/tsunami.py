@@ -117,9 +117,8 @@ class TsunamiConfig:
 
         * ``"auto"`` (default): the fused C++ step of
           :mod:`xldensf.simulators.tsunami_kernel` when its library is cached on disk (built
-          once per machine) and the step applies (CPU, no gradient); otherwise the torch
-          kernel, while the fused one is built in a background thread for the next steps.
-          Never blocks on a compiler.
+          once per machine by ``kernel="fused"`` or ``tsunami_kernel.build()``) and the
+          step applies (CPU, no gradient); otherwise the torch kernel. Never compiles.
         * ``"fused"``: the fused C++ step, built now if it is not cached (blocking, about
           a minute once per machine); the torch kernel with a warning if it cannot be
           built (no C++ compiler or ``ninja``) or does not apply.
