@@ -53,7 +53,8 @@ import torch
 import torch.nn.functional as F
 
 from ..conventions import coordinate_attrs
-from ..errors import ConfigurationError, DataError, expected_found
+from ..errors import ConfigurationError, DataError, expected_found, warn
+from . import tsunami_kernel
 from .base import CoordinateSpec, ParameterSpec, Simulator, cell_centres
 from .registry import register
 from .relief import depth_on_grid, is_labelled_array
@@ -64,7 +65,11 @@ __all__ = [
     "cell_centres",
     "gaussian_bump",
     "forward_backward_step",
+    "KERNELS",
 ]
+
+#: Values of :attr:`TsunamiConfig.kernel`.
+KERNELS = ("auto", "fused", "eager", "compiled")
 
 #: (u faces (batch, ny, nx + 1), v faces (batch, ny + 1, nx), eta with halo (batch, ny + 2, nx + 2))
 CGridState = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
@@ -106,11 +111,24 @@ class TsunamiConfig:
         (0: deterministic, as in the paper). Drawn from the generator of the run.
     perturbation_length
         Length scale [m] of the perturbation's Gaussian spectrum of basin modes.
+    kernel
+        Implementation of the time step, all giving the same answer (see
+        ``docs/simulators/tsunami.md``, "Speed"):
+
+        * ``"auto"`` (default): the fused C++ step of
+          :mod:`xldensf.simulators.tsunami_kernel` when its library is cached on disk (built
+          once per machine by ``kernel="fused"`` or ``tsunami_kernel.build()``) and the
+          step applies (CPU, no gradient); otherwise the torch kernel. Never compiles.
+        * ``"fused"``: the fused C++ step, built now if it is not cached (blocking, about
+          a minute once per machine); the torch kernel with a warning if it cannot be
+          built (no C++ compiler or ``ninja``) or does not apply.
+        * ``"eager"``: the torch kernel :func:`forward_backward_step` (any device,
+          differentiable).
+        * ``"compiled"``: that kernel under ``torch.compile`` (one-off 5-40 s per shape,
+          dtype and thread count; needs a C++ compiler on CPU).
     compile_step
-        Compile the time step with ``torch.compile`` (fuses the stencil into a few
-        vectorised loops: several times faster than eager on CPU, see
-        ``docs/simulators/tsunami.md``), at a one-off cost of 5-40 s per shape, dtype and
-        thread count; needs a C++ compiler on CPU.
+        ``True`` is the former spelling of ``kernel="compiled"`` (kept, it overrides
+        ``kernel``).
     """
 
     nx: int = 150
@@ -130,6 +148,7 @@ class TsunamiConfig:
     centre_prior: tuple[float, float] = (-5.0e5, 0.0)
     initial_perturbation: float = 0.0
     perturbation_length: float = 1.0e5
+    kernel: str = "auto"
     compile_step: bool = False
 
     @classmethod
@@ -294,6 +313,14 @@ class TsunamiSimulator(Simulator):
             "coriolis_u": coriolis[:, None],
             "coriolis_v": (0.5 * (coriolis[1:] + coriolis[:-1]))[:, None],
         }
+        constants = self._kernel_constants
+        self._fused_constants = (
+            *(constants[name].contiguous()
+              for name in ("depth_u", "depth_v", "coriolis_u", "coriolis_v")),
+            constants["dt"], constants["dx"], constants["dy"],
+            constants["gravity"] / constants["dx"], constants["gravity"] / constants["dy"])
+        self._fused: Any = None  # the fused step function, once available
+        self._warned = False
 
     # ------------------------------------------------------------------ configuration
     def validate_config(self) -> None:
@@ -304,6 +331,9 @@ class TsunamiSimulator(Simulator):
         if config.length_x <= 0 or config.length_y <= 0:
             raise ConfigurationError(expected_found("length_x, length_y", "> 0 m",
                                                     (config.length_x, config.length_y)))
+        if config.kernel not in KERNELS:
+            raise ConfigurationError(expected_found("kernel", " or ".join(map(repr, KERNELS)),
+                                                    repr(config.kernel)))
         if config.output_every < 1 or config.n_outputs < 1:
             raise ConfigurationError(expected_found("output_every, n_outputs", ">= 1 each",
                                                     (config.output_every, config.n_outputs)))
@@ -449,9 +479,37 @@ class TsunamiSimulator(Simulator):
         field = config.initial_perturbation * field / rms
         return field.to(dtype=self.dtype, device=self.device)
 
+    @property
+    def kernel(self) -> str:
+        """The configured time-step implementation (``compile_step=True`` -> ``"compiled"``)."""
+        return "compiled" if self.config.compile_step else self.config.kernel
+
     def step(self, internal: CGridState, parameters: torch.Tensor, time: float) -> CGridState:
-        kernel = _compiled_step() if self.config.compile_step else forward_backward_step
+        fused = self._fused_step(internal)
+        if fused is not None:
+            u, v, eta = fused(*internal, *self._fused_constants)
+            return u, v, eta
+        kernel = _compiled_step() if self.kernel == "compiled" else forward_backward_step
         return kernel(internal, **self._kernel_constants)
+
+    def _fused_step(self, internal: CGridState) -> Any:
+        """The fused C++ step if it is configured, available and applies to ``internal``
+        (CPU, contiguous, this model's dtype, no gradient), else ``None``."""
+        if self.kernel not in ("auto", "fused"):
+            return None
+        applies = self.device.type == "cpu" and all(
+            field.dtype == self.dtype and field.is_contiguous()
+            and not (field.requires_grad and torch.is_grad_enabled()) for field in internal)
+        if self._fused is None and applies:
+            self._fused = tsunami_kernel.fused_step(wait=self.kernel == "fused")
+        if self.kernel == "fused" and not (applies and self._fused is not None):
+            if not self._warned:
+                self._warned = True
+                reason = ("could not be built: " + str(tsunami_kernel.build_error())
+                          if applies else "does not apply (device, dtype, layout or gradient)")
+                warn(f"tsunami kernel='fused' {reason}; using the torch kernel")
+            return None
+        return self._fused if applies else None
 
     def to_fields(self, internal: CGridState) -> torch.Tensor:
         """C-grid state -> ``(batch, 3, ny, nx)`` with face velocities averaged to centres."""
