@@ -10,6 +10,8 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e ".[test,docs,plot,dask]"
+	# the fused tsunami step, compiled once per machine (falls back to torch without a compiler)
+	$(BIN)/python -c "from xldensf.simulators import tsunami_kernel as k; k.build_and_report()"
 	touch $(STAMP)
 
 demo: $(STAMP)
