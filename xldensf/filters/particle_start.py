@@ -423,14 +423,36 @@ def particle_start_cycle(
                                handover=handover, beta=beta, effective_sizes=tuple(sizes))
 
 
+def _nearest_values(base: torch.Tensor, values: torch.Tensor, factor: torch.Tensor
+                    ) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``points -> values`` of the nearest ``base`` row in the metric whitened by the
+    Cholesky ``factor`` of the base covariance (the cheap first stage of :func:`_move`)."""
+    def whiten(points: torch.Tensor) -> torch.Tensor:
+        return torch.linalg.solve_triangular(factor, points.double().T, upper=False).T
+
+    reference = whiten(base)
+
+    def nearest(points: torch.Tensor) -> torch.Tensor:
+        return values[torch.cdist(whiten(points), reference).argmin(dim=1)]
+
+    return nearest
+
+
 def _move(state: _Candidates, prior: CandidatePrior, replay, index: int, beta: float,
           scale: float, steps: int, global_fraction: float,
           generator: torch.Generator | None) -> float:
-    """Random-walk Metropolis steps on the resampled candidates; returns the adapted scale.
+    """Delayed-acceptance Metropolis steps on the resampled candidates; returns the adapted
+    scale.
 
     The target is the prior times the likelihood of the cycles before ``index`` and the
     fraction ``beta`` of cycle ``index``; the proposal covariance is ``scale**2`` times the
     candidates' base covariance, and ``scale`` is adapted towards an acceptance of 0.3.
+    Delayed acceptance (Christen and Fox 2005): a proposal is first screened with the
+    tempered log-likelihood of its nearest candidate in the other half of the candidates
+    (no replay; each half moves in turn, so its screen is fixed while it moves), and only
+    those that pass are replayed from ``t0`` and accepted with the ratio of exact to
+    screened likelihood ratios: the chain keeps the exact target, and the replays shrink to
+    the screened proposals.
     """
     base = state.base.double()
     covariance = torch.cov(base.T).reshape(base.shape[1], base.shape[1])
@@ -438,27 +460,39 @@ def _move(state: _Candidates, prior: CandidatePrior, replay, index: int, beta: f
     factor = torch.linalg.cholesky(covariance + jitter)
     current = state.past + beta * _log_likelihood(state.residuals)  # tempered log-likelihood
     current_prior = prior.log_prior(state.base)
+    count = base.shape[0]
+    halves = torch.arange(count) % 2 == 0  # resampled candidates come in random order
     for _ in range(steps):
         noise = torch.randn(base.shape, generator=generator, dtype=torch.float64)
         proposal = prior.reflect(state.base + (scale * noise @ factor.T).to(state.base))
-        independent = torch.zeros(base.shape[0], dtype=torch.bool)
+        independent = torch.zeros(count, dtype=torch.bool)
         if prior.sample is not None and global_fraction > 0:
-            independent = torch.rand(base.shape[0], generator=generator) < global_fraction
+            independent = torch.rand(count, generator=generator) < global_fraction
             proposal[independent] = prior.sample(int(independent.sum()), generator).to(proposal)
-        states, past, residuals = replay(proposal, index)
-        proposed = past + beta * _log_likelihood(residuals)
         proposed_prior = prior.log_prior(proposal)
-        # an independent prior draw's acceptance is the likelihood ratio alone
-        log_ratio = proposed - current + torch.where(independent, 0.0,
-                                                     proposed_prior - current_prior)
-        uniform = torch.rand(base.shape[0], generator=generator, dtype=torch.float64)
-        accept = torch.log(uniform) < log_ratio
-        state.base = torch.where(accept[:, None], proposal, state.base)
-        state.states = torch.where(accept[:, None], states, state.states)
-        state.past = torch.where(accept, past, state.past)
-        state.residuals = torch.where(accept[:, None], residuals, state.residuals)
-        current = torch.where(accept, proposed, current)
-        current_prior = torch.where(accept, proposed_prior, current_prior)
+        uniform = torch.rand(2, count, generator=generator, dtype=torch.float64)
+        accept = torch.zeros(count, dtype=torch.bool)
+        for half in (halves, ~halves):
+            screen = _nearest_values(state.base[~half], current[~half], factor)
+            rows = torch.nonzero(half).flatten()
+            screened, proposed_screened = screen(state.base[rows]), screen(proposal[rows])
+            # an independent prior draw's acceptance is the likelihood ratio alone
+            log_ratio = proposed_screened - screened + torch.where(
+                independent[rows], 0.0, proposed_prior[rows] - current_prior[rows])
+            passed = torch.log(uniform[0, rows]) < log_ratio
+            rows, screened, proposed_screened = (rows[passed], screened[passed],
+                                                 proposed_screened[passed])
+            if not len(rows):
+                continue
+            states, past, residuals = replay(proposal[rows], index)
+            proposed = past + beta * _log_likelihood(residuals)
+            kept = torch.log(uniform[1, rows]) < (proposed - proposed_screened) - (
+                current[rows] - screened)
+            rows = rows[kept]
+            state.base[rows], state.states[rows] = proposal[rows], states[kept]
+            state.past[rows], state.residuals[rows] = past[kept], residuals[kept]
+            current[rows], current_prior[rows] = proposed[kept], proposed_prior[rows]
+            accept[rows] = True
         rate = float(accept[~independent].double().mean()) if (~independent).any() else 0.3
         scale = scale * math.exp(rate - 0.3)
     return scale
