@@ -22,7 +22,10 @@ analysis = obs.ldensf.assimilate(model, members=200, seed=0)
 truth_a = xl.metrics.spatial_anomaly(truth, ["h"])
 analysis_a = xl.metrics.spatial_anomaly(analysis, ["h"])
 score = analysis_a.ldensf.relative_rmse(truth_a)["h_anomaly"]
-print(f"final h_anomaly relative RMSE: {float(score[-1]):.4f}")
+error = analysis_a["h_anomaly"].isel(time=-1).mean("member") - truth_a["h_anomaly"].isel(time=-1)
+print(f"final h_anomaly relative RMSE: {float(score[-1]):.4f}; max |error| "
+      f"{float(abs(error).max()):.1f} m; max |truth| "
+      f"{float(abs(truth_a['h_anomaly'].isel(time=-1)).max()):.1f} m")
 figure = analysis_a.ldensf.plot(truth_a, "h_anomaly", time=truth.time.values[-1],
                                 stations=obs, projection=ccrs.Robinson())
 figure.suptitle("small atmosphere, final frame (72 h): LD-EnSF vs truth, h anomaly")
