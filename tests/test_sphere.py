@@ -226,3 +226,18 @@ def test_cfl_violation_and_parameter_range_raise():
     assert (low, high) == (0.1, 30.0)
     drawn = model.draw_parameters(50, torch.Generator().manual_seed(0))
     assert float(drawn[:, 1].min()) >= 1.0 and float(drawn[:, 1].max()) <= 4.0
+
+
+def test_spinup_parameters_share_frame_zero_and_are_checked():
+    options = {"spinup_time": 3 * 1200.0, "n_outputs": 2, "output_every": 1}
+    parameters = {"hf0": [1.0, 29.0], "sigma": [1.0, 4.0]}
+    shared = xl.simulate("atmosphere", parameters=parameters, preset="small", **options)
+    assert xl.simulator("atmosphere", preset="small").config.spinup_parameters == (15.05, 2.5)
+    # One spin-up copied to every run: frame 0 equal bit for bit, later frames differ.
+    np.testing.assert_array_equal(shared["h"][0, 0].values, shared["h"][1, 0].values)
+    assert float(abs(shared["h"][0, 1] - shared["h"][1, 1]).max()) > 1e-3
+    own = xl.simulate("atmosphere", parameters=parameters, preset="small",
+                      spinup_parameters=None, **options)
+    assert float(abs(own["h"][0, 0] - own["h"][1, 0]).max()) > 1e-3  # own spin-ups differ
+    with pytest.raises(xl.ConfigurationError, match="spinup_parameters"):
+        xl.simulator("atmosphere", preset="small", spinup_parameters=(15.0, 0.0))
