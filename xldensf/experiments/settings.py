@@ -83,7 +83,9 @@ BENCHMARK_METHODS = METHODS + OPTIONAL_METHODS
 #: LETKF localisation radius per case, in the grid's coordinate units: metres on the plane
 #: and the sphere, nondimensional on the Kolmogorov torus, grid index on Lorenz-96.
 #: Tsunami and atmosphere radii as tuned for the full-space baselines
-#: (``benchmarks/full_space_baselines.py``, ``docs/baselines.md``); Lorenz-96: radius 4
+#: (``benchmarks/full_space_baselines.py``, ``docs/baselines.md``; the atmosphere's on the
+#: former weakly forced small preset: on the current one 3000 / 6000 km do better,
+#: ``benchmarks/results/letkf_radius_atmosphere_small.md``, not changed here); Lorenz-96: radius 4
 #: of the Sakov & Oke (2008) LETKF configuration as run by DAPPER
 #: (``benchmarks/lorenz96_filters.py``), used only by the tests here; Kolmogorov: no
 #: published value, chosen here and not tuned (chosen when every run had its own random
