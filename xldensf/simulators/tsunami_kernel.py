@@ -14,7 +14,7 @@ and ``ninja``) into ``$TORCH_EXTENSIONS_DIR/<name>`` (default
 ``~/.cache/torch_extensions/<name>``), where ``<name>`` carries a hash of the source, the
 flags and the torch version; a later process loads the cached library in well under a
 second. :func:`fused_step` returns ``None`` until a library is available; :func:`build`
-(or ``kernel="fused"``, or :func:`build_and_report`, which ``make`` runs at install time)
+(or ``kernel="fused"``, or :func:`build_report`, which ``make`` runs at install time)
 builds it. No build runs in the background: one was measured to make
 a first call three times slower than the torch kernel on 2 busy cores.
 
@@ -42,7 +42,7 @@ import torch
 
 __all__ = [
     "build",
-    "build_and_report",
+    "build_report",
     "build_directory",
     "build_error",
     "build_seconds",
@@ -272,21 +272,18 @@ def fused_step(*, wait: bool) -> Any:
 
 
 
-def build_and_report() -> bool:
-    """Build (or load) the extension and print where it is, or why it could not be built;
-    ``make`` runs it at install time.
+def build_report() -> str:
+    """Build (or load) the extension; a sentence saying where it is, or why it could not be
+    built (``make`` prints it at install time).
 
     Returns
     -------
-    bool
-        Whether the fused step is available.
+    str
+        The sentence; the fused step is available unless it says "not built".
     """
-    module = build()
-    if module is None:
-        print(f"xldensf: the fused tsunami step was not built ({build_error()}); "
-              "the torch step is used")
-        return False
+    if build() is None:
+        return (f"xldensf: the fused tsunami step was not built ({build_error()}); "
+                "the torch step is used")
     seconds = build_seconds()
-    print(f"xldensf: fused tsunami step ready in {build_directory()}"
-          + ("" if seconds is None else f" (built in {seconds:.0f} s)"))
-    return True
+    return (f"xldensf: fused tsunami step ready in {build_directory()}"
+            + ("" if seconds is None else f" (built in {seconds:.0f} s)"))
