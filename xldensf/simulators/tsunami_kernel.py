@@ -12,10 +12,10 @@ are bit-identical to the torch kernel on CPU.
 The extension is built with :func:`torch.utils.cpp_extension.load_inline` (a C++ compiler
 and ``ninja``) into ``$TORCH_EXTENSIONS_DIR/<name>`` (default
 ``~/.cache/torch_extensions/<name>``), where ``<name>`` carries a hash of the source, the
-flags and the torch version; a later process loads the cached library in well under a
-second. :func:`fused_step` returns ``None`` until a library is available; :func:`build`
-(or ``kernel="fused"``, or :func:`build_report`, which ``make`` runs at install time)
-builds it. No build runs in the background: one was measured to make
+flags, the torch and Python versions and the CPU model; a later process loads the cached
+library in well under a second. :func:`fused_step` returns ``None`` until a library is
+available; :func:`build` (or ``kernel="fused"``, or :func:`build_report`, which ``make``
+runs at install time) builds it. No build runs in the background: one was measured to make
 a first call three times slower than the torch kernel on 2 busy cores.
 
 Examples
@@ -27,6 +27,7 @@ True
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import os
@@ -177,8 +178,10 @@ def _processor() -> str:
     return platform.machine()
 
 
+@functools.cache  # fixed for the process; looked up on every step until a library exists
 def extension_name() -> str:
-    """Name of the extension: a hash of the source, the flags and the torch version."""
+    """Name of the extension: a hash of the source, the flags, the torch and Python
+    versions and the CPU model."""
     # the processor too: -march=native code may not run on another CPU of a shared home
     key = "\n".join((_SOURCE, " ".join(_FLAGS), torch.__version__, sys.version,
                      _processor()))
@@ -235,8 +238,8 @@ def build() -> ModuleType | None:
                 start = time.perf_counter()
                 directory = build_directory()
                 directory.mkdir(parents=True, exist_ok=True)
-                # a process that ended during its build (the background thread is a daemon)
-                # leaves torch's lock file behind, on which every later build would wait
+                # a process killed during its build leaves torch's lock file behind, on which
+                # every later build would wait
                 lock = directory / "lock"
                 if lock.is_file() and time.time() - lock.stat().st_mtime > _STALE_LOCK_S:
                     lock.unlink(missing_ok=True)
