@@ -395,6 +395,10 @@ def assimilate_latent(
         Progress bar over cycles; ``None`` follows :func:`xldensf.set_options`.
     **settings
         Settings of the filter kernel (e.g. ``steps``, ``eps_alpha``, ``prior_score``).
+        ``inflation="adaptive"`` (any method): no fixed inflation; the forecast anomalies
+        are inflated before each analysis by a factor estimated from the innovations
+        (:class:`~xldensf.filters.AdaptiveInflation`), recorded per analysed cycle in the
+        attr ``xldensf_inflation_factors`` (docs/twin.md).
 
     Returns
     -------
