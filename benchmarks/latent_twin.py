@@ -79,6 +79,21 @@ STATIONS, NOISE = 18, 0.1
 #: Methods compared: name -> (assimilate keywords, description).
 METHODS: dict[str, tuple[dict[str, Any], str]] = {
     "ld-ensf": ({}, "default LD-EnSF (decoder likelihood, library defaults)"),
+    "ld-ensf-inflation1": ({"inflation": 1.0}, "default LD-EnSF without inflation"),
+    "ld-ensf-adaptive": ({"inflation": "adaptive"}, "default LD-EnSF, adaptive inflation"),
+    "ld-ensf-standardized": ({"standardize": True}, "default LD-EnSF, standardised"),
+    "ld-ensf-standardized-inflation1": ({"standardize": True, "inflation": 1.0},
+                                        "standardised, no inflation"),
+    "ld-ensf-standardized-adaptive": ({"standardize": True, "inflation": "adaptive"},
+                                      "standardised, adaptive inflation"),
+    "ld-ensf-standardized-ode": ({"standardize": True, "inflation": 1.0, "sampler": "ode"},
+                                 "standardised, no inflation, probability-flow sampler"),
+    "ld-ensf-standardized-inflation1-100": ({"standardize": True, "inflation": 1.0,
+                                             "steps": 100},
+                                            "standardised, no inflation, 100 steps"),
+    "ld-ensf-standardized-adaptive-100": ({"standardize": True, "inflation": "adaptive",
+                                           "steps": 100},
+                                          "standardised, adaptive inflation, 100 steps"),
     "etkf": ({"method": "etkf"}, "latent ETKF (same latent problem)"),
     "nudge": ({"prior_score": "member", "center_noise": False, "time_power": 1.0,
                "eps_alpha": 0.5, "eps_beta": 0.0},
@@ -347,7 +362,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--truths", type=int, default=5)
     parser.add_argument("--members", type=int, nargs="+", default=[20, 100])
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument("--methods", nargs="+", default=["ld-ensf", "etkf", "nudge"],
+                        choices=list(METHODS))
     parser.add_argument("--frames", type=int, default=16,
                         help="observed frames from the start (the model has 51)")
     parser.add_argument("--particles", type=int, default=4096,

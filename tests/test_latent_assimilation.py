@@ -469,3 +469,27 @@ def test_member_counts_beyond_memory_are_refused_with_the_estimate(linear_model)
     with pytest.raises(xl.ParameterError, match=r"output='members'.*GiB"):
         observations.ldensf.assimilate(linear_model, members=10**6, seed=0, output="members",
                                        memory_limit_gib=0.1)
+
+
+def test_adaptive_inflation_option(linear_model):
+    """``inflation="adaptive"`` wraps the kernel in AdaptiveInflation: one factor per cycle
+    the filter analyses (all of them with ``start="prior"``), recorded in the attrs. On
+    this perfect linear model every factor is 1 (measured, ETKF and LD-EnSF), so the
+    adaptive ETKF is the plain one to round-off."""
+    import json
+
+    _, observations = linear_observations(linear_model, 2.4, stations=4, noise=0.3)
+    runs = {}
+    for method, keywords in (("etkf", {}), ("ld-ensf", {"steps": 10})):
+        runs[method] = observations.ldensf.assimilate(
+            linear_model, method=method, members=20, seed=0, start="prior",
+            inflation="adaptive", **keywords)
+        factors = json.loads(runs[method].attrs["xldensf_inflation_factors"])
+        assert factors == [1.0] * runs[method].sizes["time"], factors
+        settings = json.loads(runs[method].attrs["xldensf_settings"])
+        assert settings["inflation"] == "adaptive"
+    plain = observations.ldensf.assimilate(linear_model, method="etkf", members=20, seed=0,
+                                           start="prior")
+    np.testing.assert_allclose(runs["etkf"]["c"].values, plain["c"].values, rtol=1e-12)
+    with pytest.raises(xl.UnknownNameError, match="inflation.*'adaptive'"):
+        observations.ldensf.assimilate(linear_model, members=4, inflation="adaptiv")

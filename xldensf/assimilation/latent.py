@@ -66,6 +66,7 @@ from ..errors import (
 )
 from ..filters import CandidatePrior, cycle, get_filter, particle_start_cycle
 from ..filters.ensf import PAPER_CASES, EnSF
+from ..filters.inflation import AdaptiveInflation
 from ..filters.wrappers import BoundedAnalysis, StandardizedAnalysis
 from ..options import resolve_seed
 from ..surrogate import LatentModel
@@ -197,8 +198,7 @@ def _kernel(method: str, analysis: str, settings: dict[str, Any], case: str | No
         ensf = EnSF.paper(case, **settings)
         return StandardizedAnalysis(ensf, fixed_scale=1.0 / ensf.latent_scale,
                                     n_regressed=n_regressed, linearize=linearize), ensf
-    ensf = get_filter("ensf", **{"inflation": DEFAULT_LATENT_INFLATION,
-                                 "steps": DEFAULT_LATENT_STEPS,
+    ensf = get_filter("ensf", **{"steps": DEFAULT_LATENT_STEPS,
                                  "time_power": DEFAULT_LATENT_TIME_POWER, **settings})
     # standardised by the forecast's mean and spread, uncapped: the Tweedie likelihood is
     # no stiffer than the prior, so the cap of the damped likelihood is not needed
@@ -395,6 +395,10 @@ def assimilate_latent(
         Progress bar over cycles; ``None`` follows :func:`xldensf.set_options`.
     **settings
         Settings of the filter kernel (e.g. ``steps``, ``eps_alpha``, ``prior_score``).
+        ``inflation="adaptive"`` (any method): no fixed inflation; the forecast anomalies
+        are inflated before each analysis by a factor estimated from the innovations
+        (:class:`~xldensf.filters.AdaptiveInflation`), recorded per analysed cycle in the
+        attr ``xldensf_inflation_factors`` (docs/twin.md).
 
     Returns
     -------
@@ -477,11 +481,20 @@ def assimilate_latent(
     paper = method == "ld-ensf" and analysis == "paper"
     if paper:
         parameter_update = "regression"  # the member score has no cross-covariance
-    recorded = {**settings, "likelihood": likelihood, "parameter_jitter": parameter_jitter,
+    # inflation="adaptive": AdaptiveInflation of the forecast around a kernel without any
+    inflation = settings.get("inflation", DEFAULT_LATENT_INFLATION
+                             if (method, analysis) == ("ld-ensf", "bayesian") else None)
+    adaptive = isinstance(inflation, str) and check_name("inflation", inflation,
+                                                         ("adaptive",)) == "adaptive"
+    kernel_settings = settings if inflation is None else {
+        **settings, "inflation": 1.0 if adaptive else inflation}
+    recorded = {**kernel_settings, "likelihood": likelihood, "parameter_jitter": parameter_jitter,
                 "latent_margin": latent_margin, "analysis": analysis, "output": output,
                 "start": start}
     if start != "prior":
         recorded["start_candidates"] = int(start_candidates)
+    if adaptive:
+        recorded["inflation"] = "adaptive"
     if method == "ld-ensf":
         recorded.update(standardize=standardize and not paper)
         if likelihood == "decoder":
@@ -494,8 +507,10 @@ def assimilate_latent(
     dtype, n_latent = model.dtype, model.latent_dim
     regressed = model.n_parameters if likelihood == "decoder" and \
         parameter_update == "regression" else 0
-    kernel, ensf = _kernel(method, analysis, settings, meta.attrs.get("xldensf_case"),
+    kernel, ensf = _kernel(method, analysis, kernel_settings, meta.attrs.get("xldensf_case"),
                            regressed, linearize, standardize)
+    if adaptive:  # the forecast inflated before the kernel, which has none
+        kernel = inflator = AdaptiveInflation(kernel)
     if likelihood == "decoder":
         check_obs_std(problem)
         operators, values = decoder_operators(model, problem, geometry, variable_indices)
@@ -583,6 +598,8 @@ def assimilate_latent(
         attrs["xldensf_case"] = meta.attrs["xldensf_case"]
     if start != "prior":  # the cycle the filter took over (n_cycles: never)
         attrs["xldensf_start_handover"] = int(result.handover)
+    if adaptive:  # the factor on the forecast's spread at each cycle the filter analysed
+        attrs["xldensf_inflation_factors"] = json.dumps([round(f, 4) for f in inflator.factors])
     ensembles = {"": result.analysis}
     if return_forecasts:
         ensembles["_forecast"] = result.forecast

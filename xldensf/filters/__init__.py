@@ -15,7 +15,9 @@ Each filter is a frozen dataclass of its settings with one
 ``"free-run"``
     No analysis: the forecasts alone (:class:`FreeRun`), the floor of every comparison.
 
-:func:`cycle` runs forecast/analysis cycles with any of them; :func:`particle_start_cycle`
+:class:`AdaptiveInflation` wraps any of them with a multiplicative inflation of the
+forecast estimated each cycle from the innovations. :func:`cycle` runs forecast/analysis
+cycles with any of them; :func:`particle_start_cycle`
 the same after a tempered (and optionally resample-move) particle start on many prior
 draws (cheap forecasts only).
 
@@ -41,6 +43,7 @@ from .enkf import EnKF
 from .ensf import EnSF
 from .etkf import ETKF
 from .free_run import FreeRun
+from .inflation import AdaptiveInflation, innovation_inflation
 from .letkf import LETKF
 from .localization import gaspari_cohn, localization_weights, pairwise_distance
 from .particle_start import CandidatePrior, ParticleStartResult, particle_start_cycle
@@ -61,6 +64,8 @@ __all__ = [
     "ParticleStartResult",
     "CandidatePrior",
     "inflate",
+    "AdaptiveInflation",
+    "innovation_inflation",
     "gaspari_cohn",
     "pairwise_distance",
     "localization_weights",
