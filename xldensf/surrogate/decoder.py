@@ -47,6 +47,11 @@ def _linear(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
     if (_ONEDNN_LINEAR[0] is not False and hidden.dtype == torch.float32
             and hidden.device.type == "cpu" and weight.dtype == torch.float32):
         try:
+            if _ONEDNN_LINEAR[0] is None:
+                # the first oneDNN linear of a process differed in rounding from later
+                # ones (measured: a fresh process's first assimilate call then differed
+                # from its later calls and from addmm); it is computed and discarded
+                torch.ops.mkldnn._linear_pointwise(hidden, weight, bias, "none", [], "")
             result = torch.ops.mkldnn._linear_pointwise(hidden, weight, bias, "none", [], "")
         except (AttributeError, RuntimeError, NotImplementedError):
             _ONEDNN_LINEAR[0] = False
