@@ -532,3 +532,28 @@ def test_damped_ensf_stability_check_forms_no_dense_jacobian_for_large_callables
     monkeypatch.setattr(ensf_module, "DENSE_JACOBIAN_ELEMENTS", 1000)
     monkeypatch.setattr(ObservationOperator, "jacobian", refuse)
     assert needed - 5 <= steps_used() <= needed
+
+
+def test_ensemble_linearisation_on_the_first_members_only():
+    # linearize_members=K fits the ensemble linearisation on the first K forecast members:
+    # the operator sees K rows (one pass), and the fit is that of those members.
+    from xldensf.errors import DataError
+    from xldensf.filters.wrappers import StandardizedAnalysis, ensemble_linearization
+    generator = torch.Generator().manual_seed(0)
+    ensemble = torch.randn(60, 3, generator=generator, dtype=torch.float64)
+    rows = []
+
+    def observe(state):
+        rows.append(state.shape[0])
+        return torch.atan(state[:, :2]) + state[:, 2:] ** 2
+
+    kernel = StandardizedAnalysis(EnSF(steps=10), fixed_scale=1.0, cap=None,
+                                  linearize="ensemble", linearize_members=25)
+    analysis = kernel.analysis(ensemble, torch.tensor([0.3, -0.2], dtype=torch.float64),
+                               observe, 0.2, torch.Generator().manual_seed(1))
+    assert rows == [25] and analysis.shape == ensemble.shape
+    fit, _ = ensemble_linearization(observe, ensemble[:25])
+    whole, _ = ensemble_linearization(observe, ensemble)
+    assert not torch.allclose(fit.matrix, whole.matrix)  # the subset's own fit
+    with pytest.raises(DataError, match="linearize_members"):
+        StandardizedAnalysis(EnSF(), linearize="ensemble", linearize_members=1)

@@ -98,6 +98,7 @@ __all__ = [
     "DEFAULT_LATENT_MARGIN",
     "DEFAULT_LATENT_STEPS",
     "DEFAULT_LATENT_TIME_POWER",
+    "DEFAULT_LINEARIZE_MEMBERS",
     "DEFAULT_START_CANDIDATES",
     "STARTS",
     "PHASES",
@@ -132,6 +133,11 @@ DEFAULT_LATENT_STEPS = 20
 #: Default time grid of the default latent EnSF, ``t_k = (1 - k / steps) ** 3``: more of
 #: the few steps near ``t = 0``, where the scores are stiffest (docs/ldensf.md).
 DEFAULT_LATENT_TIME_POWER = 3.0
+#: Members the default analysis fits its ensemble linearisation of the decoder on (the
+#: first of the forecast members, which are exchangeable; all of them when fewer): half
+#: the decoder passes of the filter cycles, with the same accuracy on the tsunami's
+#: truths 0-14 (docs/ldensf.md, "Speed").
+DEFAULT_LINEARIZE_MEMBERS = 100
 #: How the first cycles start (``start=``): ``"particles"`` (a resample-move particle
 #: start on many prior draws, :func:`~xldensf.filters.particle_start_cycle` with a
 #: :func:`candidate_prior`), ``"weights"`` (the same start with importance weights only,
@@ -203,7 +209,8 @@ def _kernel(method: str, analysis: str, settings: dict[str, Any], case: str | No
     # standardised by the forecast's mean and spread, uncapped: the Tweedie likelihood is
     # no stiffer than the prior, so the cap of the damped likelihood is not needed
     wrapped = StandardizedAnalysis(ensf, fixed_scale=None if standardize else 1.0, cap=None,
-                                   n_regressed=n_regressed, linearize=linearize)
+                                   n_regressed=n_regressed, linearize=linearize,
+                                   linearize_members=DEFAULT_LINEARIZE_MEMBERS)
     return wrapped, ensf
 
 

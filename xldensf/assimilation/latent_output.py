@@ -31,10 +31,14 @@ __all__ = ["latent_ensemble_dataset", "OUTPUTS"]
 OUTPUTS = ("lazy", "members", "mean")
 
 def _frame_decoder(model: LatentModel, problem: Any, at: torch.Tensor | None
-                   ) -> Any:
+                   ) -> tuple[Any, tuple[int, ...]]:
     """``decode(frame (members, latent_dim + n_parameters)) -> (members, n_variables,
-    *space)`` float64 numpy, observed variables in the observations' units."""
+    *space)`` float64 numpy, observed variables in the observations' units, and the shape
+    ``(n_variables, *space)`` of one member's fields."""
     meta = model.metadata
+    on_grid = at is None and meta.grid_shape is not None
+    space = tuple(meta.grid_shape) if on_grid else (
+        (model.coordinates if at is None else at).shape[0],)
     conversions = []
     for name in meta.variables:
         source = meta.variable_attrs.get(name, {}).get("units")
@@ -51,14 +55,15 @@ def _frame_decoder(model: LatentModel, problem: Any, at: torch.Tensor | None
                 fields[:, index] = convert_values(fields[:, index], *conversion)
         return fields
 
-    return decode
+    return decode, (model.n_variables, *space)
 
 
-def _decoded_fields(decode: Any, ensemble: torch.Tensor, output: str
+def _decoded_fields(decode: Any, shape: tuple[int, ...], ensemble: torch.Tensor, output: str
                     ) -> tuple[str, list[Any]]:
     """The fields of ``ensemble`` ``(time, members, ...)`` per variable, as ``output``
     asks: ``("members", [(time, member, *space)])``, dask-backed for ``"lazy"`` when dask is
-    installed, or ``("mean", [(mean, spread) (time, *space)])``."""
+    installed, or ``("mean", [(mean, spread) (time, *space)])``; ``shape`` is that of one
+    member's fields, ``(n_variables, *space)``."""
     frames = [frame.detach().cpu() for frame in ensemble]
     if output == "lazy":
         try:
@@ -67,8 +72,7 @@ def _decoded_fields(decode: Any, ensemble: torch.Tensor, output: str
         except ImportError:  # without dask: decode now
             output = "members"
         else:
-            first = decode(frames[0][:1])
-            shape, n_members = first.shape[1:], frames[0].shape[0]
+            n_members = frames[0].shape[0]
             # explicit keys: dask's default tokenising pickles ``decode`` (the whole model)
             # once per frame, which cost more than the filter itself
             token = f"xldensf-decode-{uuid.uuid4().hex}"
@@ -132,7 +136,7 @@ def latent_ensemble_dataset(model: LatentModel, problem: Any,
         space_coords = {name: (point_dim, points[:, index], meta.coordinate_attrs.get(name, {}))
                         for index, name in enumerate(meta.coordinate_names)}
     at = None if points is None else torch.as_tensor(points)
-    decode = _frame_decoder(model, problem, at)
+    decode, shape = _frame_decoder(model, problem, at)
     written, fields, written_mode = {}, {}, output
     for suffix, ensemble in ensembles.items():
         physical = model.denormalize_parameters(ensemble[..., n_latent:].to(model.device))
@@ -147,7 +151,7 @@ def latent_ensemble_dataset(model: LatentModel, problem: Any,
             parameters={name: (physical[..., index], dict(meta.parameter_attrs.get(name, {})))
                         for index, name in enumerate(meta.parameters)},
             extra=extra)
-        written_mode, fields[suffix] = _decoded_fields(decode, ensemble, output)
+        written_mode, fields[suffix] = _decoded_fields(decode, shape, ensemble, output)
     dataset = analysis_dataset(problem, space_coords, space_dims, written, attrs)
     time_name = problem.time_coordinate.name
     for suffix, values in fields.items():

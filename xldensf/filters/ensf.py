@@ -96,6 +96,12 @@ PAPER_LATENT_OBS_STD = 0.1
 DENSE_JACOBIAN_ELEMENTS = 2**22
 #: Most sampler steps ``on_unstable="adapt"`` may use before refusing.
 MAX_ADAPTED_STEPS = 100_000
+#: Largest state size for which the sampler of a linear problem (``"gaussian"`` prior
+#: score, ``"tweedie"`` likelihood, ``jacobian="ensemble"``, a dense matrix operator, no
+#: score clip) runs as one affine map per step (:meth:`EnSF._affine_steps`): its
+#: ``n_state x n_state`` maps are then cheap, and the step is a few tensor operations
+#: instead of some forty (docs/ldensf.md, "Speed").
+AFFINE_STATE_LIMIT = 64
 
 
 def silverman_bandwidth(members: int, dimension: int) -> float:
@@ -550,6 +556,67 @@ class EnSF(EnsembleFilter):
         gain = alpha * moments.variance / (alpha ** 2 * moments.variance + beta2)
         return ((gradient @ moments.basis.transpose(-1, -2)) * gain[:, None, :]) @ moments.basis
 
+    def _affine(self, problem: Problem, moments: _Moments | None) -> bool:
+        """Whether every sampler step is an affine map of ``z`` that
+        :meth:`_affine_steps` can form (a linear problem with a small state)."""
+        operator = problem.operator
+        return (self.prior_score == "gaussian" and self.likelihood == "tweedie"
+                and self.jacobian == "ensemble" and self.score_clip is None
+                and moments is not None and moments.observed is not None
+                and operator.is_linear and not operator.is_sparse
+                and problem.ensemble.shape[-1] <= AFFINE_STATE_LIMIT
+                and problem.ensemble.device.type != "mps")  # float64 maps
+
+    def _affine_steps(self, problem: Problem, moments: _Moments, times: list[float]
+                      ) -> tuple[torch.Tensor, torch.Tensor, list[float]]:
+        """The sampler steps of a linear problem as ``z <- z A_k + c_k + sigma_k xi``.
+
+        With the ``"gaussian"`` prior score ``S_prior = -(z - alpha m) P`` (``P = (I - V^T
+        V) / beta^2 + V^T diag(1 / (alpha^2 s^2 + beta^2)) V``), the Tweedie mean ``xhat =
+        z D + d0`` (``D = (I - beta^2 P) / alpha``, ``d0 = beta^2 m P``) and a matrix
+        operator, the likelihood score of :meth:`_tweedie` is ``(y - xhat H^T) C`` with ``C
+        = diag(1 / std) G T diag(gain) V`` (its per-step subspace factors), so the whole
+        score and the step are affine in ``z``. All steps at once, in float64: ``A``
+        ``(steps, b, d, d)``, ``c`` ``(steps, b, 1, d)`` and the noise scales ``sigma_k``.
+        Equal to the step-by-step sampler up to rounding.
+        """
+        wide, device = torch.float64, problem.ensemble.device
+        steps = len(times) - 1
+        t = torch.tensor(times[:-1], dtype=wide, device=device)
+        dt = t - torch.tensor(times[1:], dtype=wide, device=device)
+        alpha = 1.0 - (1.0 - self.eps_alpha) * t
+        beta2 = self.eps_beta + (1.0 - self.eps_beta) * t
+        drift = -(1.0 - self.eps_alpha) / alpha
+        diffusion2 = (1.0 - self.eps_beta) - 2.0 * drift * beta2
+        weight = diffusion2 if self.sampler == "sde" else 0.5 * diffusion2
+        alpha, beta2 = alpha[:, None, None], beta2[:, None, None]          # (S, 1, 1)
+        basis, variance = moments.basis.to(wide), moments.variance.to(wide)  # (b,k,d), (b,k)
+        mean, gram = moments.mean.to(wide), moments.observed_gram.to(wide)  # (b,1,d), (b,k,k)
+        observed = moments.observed.to(wide) * problem.inverse_std.to(wide)[:, :, None]
+        identity_d = torch.eye(basis.shape[-1], dtype=wide, device=device)
+        identity_k = torch.eye(basis.shape[-2], dtype=wide, device=device)
+        precision = 1.0 / (alpha * alpha * variance + beta2)                # (S, b, k)
+        prior = ((identity_d - basis.transpose(-1, -2) @ basis) / beta2[..., None]
+                 + (basis.transpose(-1, -2) * precision[:, :, None, :]) @ basis)  # (S,b,d,d)
+        damping = (beta2 * precision).sqrt()                                # (S, b, k)
+        small = torch.linalg.cholesky(damping[..., :, None] * gram * damping[..., None, :]
+                                      + identity_k)
+        transfer = identity_k - damping[..., :, None] * torch.cholesky_solve(
+            damping[..., :, None] * gram, small)                            # (S, b, k, k)
+        gain = alpha * variance.sqrt() * precision                          # (S, b, k)
+        likelihood = (observed @ transfer * gain[..., None, :]) @ basis     # (S, b, n, d)
+        matrix = problem.operator.matrix.to(wide)                           # (n, d)/(b, n, d)
+        denoise = (identity_d - beta2[..., None] * prior) / alpha[..., None]  # (S, b, d, d)
+        observe = matrix.transpose(-1, -2) @ likelihood                     # (S, b, d, d)
+        score = -prior - denoise @ observe
+        offset = (alpha[..., None] * mean @ prior
+                  + problem.observations.to(wide)[:, None, :] @ likelihood
+                  - beta2[..., None] * (mean @ prior) @ observe)           # (S, b, 1, d)
+        rate = (dt * weight)[:, None, None, None]
+        maps = (1.0 - dt * drift)[:, None, None, None] * identity_d + rate * score
+        scales = (dt * diffusion2).sqrt().tolist() if self.sampler == "sde" else [0.0] * steps
+        return maps, rate * offset, scales
+
     def _analysis(self, problem: Problem, generator, state_positions, observation_positions):
         members = problem.ensemble
         count = members.shape[1]
@@ -575,21 +642,31 @@ class EnSF(EnsembleFilter):
             return draw
 
         z = noise()
-        for k in range(steps):
-            t, dt = times[k], times[k] - times[k + 1]
-            alpha, beta2, drift, diffusion2 = self.schedule(t)
-            score = self._prior(z, members, alpha, beta2, generator, moments, shrink)
-            if damped:
-                score = score + (1.0 - t) * problem.operator.log_likelihood_gradient(
-                    z, problem.observations, problem.inverse_std)
-            else:
-                score = score + self._tweedie(z, score, alpha, beta2, moments, problem)
-            if self.score_clip is not None:
-                score = score.clamp(-self.score_clip, self.score_clip)
-            if self.sampler == "sde":
-                z = z - dt * (drift * z - diffusion2 * score) + (dt * diffusion2) ** 0.5 * noise()
-            else:
-                z = z - dt * (drift * z - 0.5 * diffusion2 * score)
+        if self._affine(problem, moments):
+            maps, offsets, scales = self._affine_steps(problem, moments, times)
+            z = z.to(torch.float64)
+            for k in range(steps):
+                z = torch.baddbmm(offsets[k], z, maps[k])
+                if scales[k]:
+                    z.add_(noise(), alpha=scales[k])
+            z = z.to(members.dtype)
+        else:
+            for k in range(steps):
+                t, dt = times[k], times[k] - times[k + 1]
+                alpha, beta2, drift, diffusion2 = self.schedule(t)
+                score = self._prior(z, members, alpha, beta2, generator, moments, shrink)
+                if damped:
+                    score = score + (1.0 - t) * problem.operator.log_likelihood_gradient(
+                        z, problem.observations, problem.inverse_std)
+                else:
+                    score = score + self._tweedie(z, score, alpha, beta2, moments, problem)
+                if self.score_clip is not None:
+                    score = score.clamp(-self.score_clip, self.score_clip)
+                if self.sampler == "sde":
+                    z = z - dt * (drift * z - diffusion2 * score) \
+                        + (dt * diffusion2) ** 0.5 * noise()
+                else:
+                    z = z - dt * (drift * z - 0.5 * diffusion2 * score)
         if not math.isfinite(float(z.sum())):
             raise FilterDivergenceError(expected_found(
                 "EnSF analysis", "finite values", f"NaN or Inf after {steps} steps"))

@@ -144,8 +144,18 @@ def systematic_resample(log_weights: torch.Tensor, count: int,
 
 
 def _whitened_residuals(ensemble: torch.Tensor, observations: torch.Tensor,
-                        operator: OperatorLike, obs_std: torch.Tensor | float) -> torch.Tensor:
-    """``(members, n_obs)`` residuals ``(H(x) - y) / std`` (zero where a value is missing)."""
+                        operator: OperatorLike, obs_std: torch.Tensor | float,
+                        repeated: bool = True) -> torch.Tensor:
+    """``(members, n_obs)`` residuals ``(H(x) - y) / std`` (zero where a value is missing).
+
+    With ``repeated``, repeated members (resampled candidates: about a third of them in a
+    cycle, half of the handover check's draws) go through the operator once.
+    """
+    if repeated:
+        unique, inverse = torch.unique(ensemble, dim=0, return_inverse=True)
+        if 2 <= unique.shape[0] < ensemble.shape[0]:
+            return _whitened_residuals(unique, observations, operator, obs_std,
+                                       repeated=False)[inverse]
     problem = prepare_problem(ensemble, observations, operator, obs_std)
     predicted = problem.operator.apply(problem.ensemble)[0]
     return (predicted - problem.observations) * problem.inverse_std
@@ -353,9 +363,9 @@ def particle_start_cycle(
     std = torch.broadcast_to(torch.as_tensor(obs_std, dtype=initial.dtype),
                              observations.shape).clone()
 
-    def residuals_at(states: torch.Tensor, index: int) -> torch.Tensor:
+    def residuals_at(states: torch.Tensor, index: int, repeated: bool = True) -> torch.Tensor:
         return _whitened_residuals(states, observations[index],
-                                   per_cycle(operator, index, n_cycles), std[index])
+                                   per_cycle(operator, index, n_cycles), std[index], repeated)
 
     def replay(base: torch.Tensor, index: int) -> tuple[torch.Tensor, torch.Tensor,
                                                         torch.Tensor]:
@@ -365,7 +375,7 @@ def particle_start_cycle(
         for cycle_index in range(index + 1):
             target = float(times[cycle_index])
             states, time = advance(states, time, target - time), target
-            residuals = residuals_at(states, cycle_index)
+            residuals = residuals_at(states, cycle_index, repeated=False)  # fresh proposals
             if cycle_index < index:
                 past = past + _log_likelihood(residuals)
         return states, past, residuals

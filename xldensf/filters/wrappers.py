@@ -106,6 +106,10 @@ class StandardizedAnalysis:
         (one Jacobian per analysis instead of an operator evaluation per sampler step);
         ``"ensemble"``: by its statistical linearisation over the forecast ensemble
         (:func:`ensemble_linearization`, one operator pass per analysis).
+    linearize_members
+        ``"ensemble"`` only: fit the linearisation on the first this many members (an
+        operator pass over fewer members; the forecast members are exchangeable), or
+        ``None``: on all of them.
 
     Examples
     --------
@@ -121,13 +125,19 @@ class StandardizedAnalysis:
 
     def __init__(self, kernel: Any, *, blocks: torch.Tensor | None = None,
                  cap: float | None = DEFAULT_SCALE_CAP, fixed_scale: float | None = None,
-                 n_regressed: int = 0, linearize: bool | str = False) -> None:
+                 n_regressed: int = 0, linearize: bool | str = False,
+                 linearize_members: int | None = None) -> None:
         if fixed_scale is not None and not 0 < fixed_scale < float("inf"):
             raise DataError(expected_found("fixed_scale", "a positive number or None",
                                            fixed_scale))
         self.kernel, self.name, self.blocks, self.cap = kernel, kernel.name, blocks, cap
         self.fixed_scale = fixed_scale
+        if linearize_members is not None and not (isinstance(linearize_members, int)
+                                                  and linearize_members >= 2):
+            raise DataError(expected_found("linearize_members", "an integer >= 2 or None",
+                                           linearize_members))
         self.n_regressed, self.linearize = n_regressed, linearize
+        self.linearize_members = linearize_members
 
     def standardization(self, ensemble: torch.Tensor, operator: ObservationOperator,
                         inverse_std: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -159,7 +169,9 @@ class StandardizedAnalysis:
         observed = operator
         offset: torch.Tensor | float = 0.0
         if self.linearize == "ensemble":
-            observed, offset = ensemble_linearization(operator, ensemble)
+            fitted = ensemble if self.linearize_members is None else ensemble[
+                :self.linearize_members]
+            observed, offset = ensemble_linearization(operator, fitted)
         elif self.linearize:  # the tangent at the forecast mean
             observed, offset = operator.linearized(
                 shift if self.fixed_scale is None else ensemble.mean(dim=0))
