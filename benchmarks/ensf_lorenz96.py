@@ -12,7 +12,8 @@ Methods (``name`` or ``name@members``; members default to ``--members``):
 - ``paper``: :meth:`EnSF.paper` with the EnSF paper's ``eps_alpha = 0.05`` (member-paired
   prior score, damped likelihood, ``K = --steps`` Euler-Maruyama steps, ``eps_beta = 0``),
   whose stability check adds steps (with a warning) where ``K`` is too few;
-- ``paper-k``: the same with exactly ``K`` steps, as the reference code (no stability check);
+- ``paper-k``: the same with exactly ``K`` steps (``on_unstable="keep"``), as the reference
+  code (no stability check);
 - ``default``: ``EnSF()`` (Gaussian prior score from the ensemble's moments, Tweedie
   likelihood);
 - ``letkf``: ``LETKF`` with periodic Gaspari-Cohn localisation ``--loc`` and inflation
@@ -71,24 +72,11 @@ def model_step(x: torch.Tensor, dt: float, noise: float, integrator: str,
     return x
 
 
-class ReferenceStepsEnSF(EnSF):
-    """:class:`EnSF` that keeps ``steps`` even where the stability check would add steps.
-
-    The reference code runs ``K = 100`` steps whatever the likelihood's curvature; the
-    package's EnSF adapts the step count (with a warning) when the explicit sampler is
-    unstable along the stiffest direction. This benchmark-only subclass reproduces the
-    reference.
-    """
-
-    def stable_steps(self, curvature: float = 0.0) -> int:
-        return self.steps
-
-
 def make_filter(method: str, args: argparse.Namespace, n_state: int) -> EnsembleFilter | None:
     """The filter of ``method`` (``None`` for the free run)."""
     if method == "paper-k":
-        return ReferenceStepsEnSF.paper("lorenz96", eps_alpha=args.eps_alpha, steps=args.steps,
-                                        latent_scale=1.0, latent_obs_std=None)
+        return EnSF.paper("lorenz96", eps_alpha=args.eps_alpha, steps=args.steps,
+                          latent_scale=1.0, latent_obs_std=None, on_unstable="keep")
     if method == "paper":
         return EnSF.paper("lorenz96", eps_alpha=args.eps_alpha, steps=args.steps,
                           latent_scale=1.0, latent_obs_std=None)
