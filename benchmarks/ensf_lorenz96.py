@@ -4,8 +4,12 @@ The setting of the EnSF paper's public code (``zezhongzhang/EnSF``, ``EnSF_L96.p
 Lorenz-96 (F = 8) advanced by one forward-Euler step of ``dt = 0.005`` per cycle with model
 noise ``sqrt(dt) 0.1 xi``; truth starting from ``10 U(0, 1)``, initial ensemble ``N(0, I)``
 (no information about the truth); every variable observed every cycle through ``arctan``
-with ``sigma_obs = 0.05``. ``--integrator rk4 --dt 0.05 --model-noise 0`` gives the former
-setting of this benchmark (RK4, truth spun up, initial ensemble truth + N(0, I)).
+with ``sigma_obs = 0.05``; 600 cycles. ``--integrator rk4 --dt 0.05 --model-noise 0`` gives
+the former setting of this benchmark (RK4, truth spun up, initial ensemble truth + N(0, I)).
+Two differences from the reference script, both deliberate: it computes in float16 on a GPU
+(here float32 on the CPU), and it rolls the ``(members, d)`` ensemble array without an axis
+for the model's neighbours, so each member's first and last variables are coupled to the
+neighbouring members' (here every member is its own ring).
 
 Methods (``name`` or ``name@members``; members default to ``--members``):
 
@@ -28,7 +32,7 @@ peak memory growth. Runs longer than ``--time-limit`` seconds stop early (record
 Usage::
 
     .venv/bin/python benchmarks/ensf_lorenz96.py --sizes 1000 --members 250 --cycles 600 \\
-        --methods paper default default@20 letkf@20 free
+        --spin-up 300 --methods paper-k paper default default@20 letkf@20 free
 """
 
 from __future__ import annotations
