@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import pytest
 import torch
@@ -195,6 +196,32 @@ def test_too_few_steps_for_precise_observations_adapt_with_a_warning_or_raise():
     # The default (Tweedie likelihood) needs no more steps for precise observations.
     tiny = EnSF().analysis(prior, observations, operator, 1e-4, generator)
     assert torch.isfinite(tiny).all() and float((tiny.mean(0) - observations).abs().max()) < 1e-2
+
+
+def test_keep_runs_the_given_steps_without_the_stability_check(monkeypatch):
+    generator = torch.Generator().manual_seed(9)
+    prior = torch.randn(30, 2, generator=generator, dtype=F64)
+    operator, observations = torch.eye(2, dtype=F64), torch.tensor([0.5, -0.5], dtype=F64)
+
+    def analysis(action: str, obs_std: float) -> torch.Tensor:
+        return EnSF.paper("atmosphere", on_unstable=action).analysis(
+            prior, observations, operator, obs_std, torch.Generator().manual_seed(1))
+
+    # a stable setting: "keep" is "adapt" without the check, the same numbers
+    assert torch.equal(analysis("keep", 0.5), analysis("adapt", 0.5))
+    with pytest.warns(UserWarning, match="EnSF steps"):
+        adapted = analysis("adapt", 0.05)
+
+    def refuse(*_: object) -> float:
+        raise AssertionError("curvature estimated with on_unstable='keep'")
+
+    monkeypatch.setattr(EnSF, "_curvature", refuse)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")   # no warning: exactly 100 steps
+        kept = analysis("keep", 0.05)
+    assert torch.isfinite(kept).all() and not torch.allclose(kept, adapted)
+    with pytest.raises(xl.UnknownNameError, match="keep"):
+        EnSF(on_unstable="ignore")
 
 
 def test_memory_beyond_the_limit_is_refused_with_the_estimate():

@@ -62,7 +62,11 @@ curvature of ``-S_post``: ``1 / beta^2`` from the prior, plus ``h(t) lambda_max(
 for the damped likelihood (the Tweedie likelihood adds none for a linear-Gaussian
 problem). Settings whose amplification over the remaining steps, ``max_k prod_{j>=k}
 |f_j|``, exceeds :data:`MAX_GROWTH` are adapted (more steps, with a warning) or refused
-(``on_unstable="raise"``), naming the minimum number of steps.
+(``on_unstable="raise"``), naming the minimum number of steps, or run as given
+(``on_unstable="keep"``: the reference codes run their ``K`` steps whatever the curvature;
+the EnSF paper's Lorenz-96 setting is unstable by this measure in its last steps, along the
+components observed near ``arctan``'s steepest point, and is run so in
+``benchmarks/ensf_lorenz96.py``).
 """
 
 from __future__ import annotations
@@ -82,7 +86,7 @@ __all__ = ["EnSF", "PRIOR_SCORES", "LIKELIHOODS", "SAMPLERS", "PAPER_CASES",
 PRIOR_SCORES = ("gaussian", "kernel", "mixture", "member")
 LIKELIHOODS = ("tweedie", "damped")
 SAMPLERS = ("sde", "ode")
-UNSTABLE_ACTIONS = ("adapt", "raise")
+UNSTABLE_ACTIONS = ("adapt", "raise", "keep")
 JACOBIANS = ("ensemble", "local")
 
 #: ``eps_alpha`` of the LD-EnSF reference code per benchmark case (:meth:`EnSF.paper`).
@@ -279,7 +283,8 @@ class EnSF(EnsembleFilter):
         Centre the start and the increments of the sampler's noise over the members.
     on_unstable
         ``"adapt"`` (more steps, with a warning) or ``"raise"`` (:class:`ParameterError`)
-        when ``steps`` is too few for a stable explicit sampler.
+        when ``steps`` is too few for a stable explicit sampler; ``"keep"`` runs exactly
+        ``steps`` without the check (as the reference codes do; no curvature estimate).
     memory_limit_gib
         Refuse analyses whose estimated working memory exceeds this many GiB.
     time_power
@@ -421,13 +426,17 @@ class EnSF(EnsembleFilter):
 
         ``curvature`` is ``lambda_max(J^T R^-1 J)`` (read only by the damped likelihood).
         Adapting warns; with ``on_unstable="raise"`` a :class:`ParameterError` names the
-        minimum steps.
+        minimum steps; ``on_unstable="keep"`` always returns ``steps``.
 
         Examples
         --------
         >>> EnSF.paper("atmosphere").stable_steps(curvature=100.0)
         100
+        >>> EnSF.paper("atmosphere", on_unstable="keep").stable_steps(curvature=1e4)
+        100
         """
+        if self.on_unstable == "keep":
+            return self.steps
         damped, ode = self.likelihood == "damped", self.sampler == "ode"
         if _growth(self.steps, self.eps_alpha, self.eps_beta, curvature, damped, ode,
                    self.time_power) <= math.log(MAX_GROWTH):
@@ -489,8 +498,8 @@ class EnSF(EnsembleFilter):
     def _prior(self, z: torch.Tensor, members: torch.Tensor, alpha: float, beta2: float,
                generator: torch.Generator | None, moments: _Moments | None,
                shrink: float) -> torch.Tensor:
-        if self.prior_score == "member":
-            return -(z - alpha * members) / beta2
+        if self.prior_score == "member":  # -(z - alpha x_m) / beta^2, the same numbers
+            return (members * alpha).sub_(z).div_(beta2)
         if self.prior_score == "mixture":
             count = members.shape[1]
             if self.mixture_batch is not None and self.mixture_batch < count:
@@ -622,7 +631,8 @@ class EnSF(EnsembleFilter):
         count = members.shape[1]
         self._check_memory(problem)
         damped = self.likelihood == "damped"
-        steps = self.stable_steps(self._curvature(problem) if damped else 0.0)
+        checked = damped and self.on_unstable != "keep"
+        steps = self.stable_steps(self._curvature(problem) if checked else 0.0)
         moments = None
         if self.prior_score in ("gaussian", "kernel") or not damped:
             moments = _ensemble_moments(problem, observed=not damped)
@@ -651,22 +661,25 @@ class EnSF(EnsembleFilter):
                     z.add_(noise(), alpha=scales[k])
             z = z.to(members.dtype)
         else:
+            # In place on tensors made here (z, score, the step and the noise): the same
+            # operations in the same order as the out-of-place expressions in the comments,
+            # so the same numbers, without allocating member-sized tensors per step.
             for k in range(steps):
                 t, dt = times[k], times[k] - times[k + 1]
                 alpha, beta2, drift, diffusion2 = self.schedule(t)
                 score = self._prior(z, members, alpha, beta2, generator, moments, shrink)
-                if damped:
-                    score = score + (1.0 - t) * problem.operator.log_likelihood_gradient(
-                        z, problem.observations, problem.inverse_std)
+                if damped:  # score + (1 - t) grad log p(y | z)
+                    score.add_(problem.operator.log_likelihood_gradient(
+                        z, problem.observations, problem.inverse_std).mul_(1.0 - t))
                 else:
-                    score = score + self._tweedie(z, score, alpha, beta2, moments, problem)
+                    score.add_(self._tweedie(z, score, alpha, beta2, moments, problem))
                 if self.score_clip is not None:
-                    score = score.clamp(-self.score_clip, self.score_clip)
+                    score.clamp_(-self.score_clip, self.score_clip)
+                # z - dt (b z - sigma^2 S) [+ sqrt(dt sigma^2) xi]; sigma^2 S / 2 for the ODE
+                score.mul_(diffusion2 if self.sampler == "sde" else 0.5 * diffusion2)
+                z.sub_((z * drift).sub_(score).mul_(dt))
                 if self.sampler == "sde":
-                    z = z - dt * (drift * z - diffusion2 * score) \
-                        + (dt * diffusion2) ** 0.5 * noise()
-                else:
-                    z = z - dt * (drift * z - 0.5 * diffusion2 * score)
+                    z.add_(noise().mul_((dt * diffusion2) ** 0.5))
         if not math.isfinite(float(z.sum())):
             raise FilterDivergenceError(expected_found(
                 "EnSF analysis", "finite values", f"NaN or Inf after {steps} steps"))
