@@ -9,7 +9,7 @@ import torch
 from test_latent_assimilation import LinearLatentModel, linear_observations
 
 import xldensf as xl
-from xldensf.filters.envar import envar, envar_window
+from xldensf.filters.envar import calibration_factor, envar, envar_window
 
 F64 = torch.float64
 
@@ -158,6 +158,67 @@ def _augmented_matrices(model, stations):
     return transition, operator
 
 
+def _calibration_trials(extra_variance, trials=200, n=6, m=120, seed=0):
+    """Linear-Gaussian windows ``y = H x_t + e + eps`` (``x_t ~ B = I``, ``eps ~ R = I``,
+    ``e ~ N(0, extra_variance I)`` an error the model does not know): the means of both
+    calibration factors, of the analysis' squared error at the observations against
+    ``H x_t + e`` and of the calibrated members' variance there, ``p * factor``."""
+    generator = torch.Generator().manual_seed(seed)
+    operator = 0.3 * torch.randn(m, n, generator=generator, dtype=F64)
+    sums = torch.zeros(4, dtype=F64)
+    for _ in range(trials):
+        truth = torch.randn(n, generator=generator, dtype=F64)
+        error = math.sqrt(extra_variance) * torch.randn(m, generator=generator, dtype=F64)
+        values = operator @ truth + error + torch.randn(m, generator=generator, dtype=F64)
+        window = envar_window(lambda x: x @ operator.T, torch.zeros(n, dtype=F64),
+                              torch.eye(n, dtype=F64), values, 1.0)
+        model_error = calibration_factor(window, "model-error")
+        sums += torch.tensor([calibration_factor(window, "variance-factor"), model_error,
+                              float((operator @ (window.state - truth) - error).square().sum()),
+                              window.dof * model_error], dtype=F64)
+    return (sums / trials).tolist(), window
+
+
+@pytest.mark.parametrize("k", [1.0, 2.0])
+def test_variance_factor_recovers_a_mis_stated_noise(k):
+    # the noise is k times the stated one (extra variance k^2 - 1): E[2 J_min] / m =
+    # k^2 - (k^2 - 1) p / m (p < n = 6 of m = 120 observations), 1 when R is right
+    (variance, _, _, _), window = _calibration_trials(k ** 2 - 1.0)
+    expected = k ** 2 - (k ** 2 - 1.0) * window.dof / window.n_obs
+    # 200 windows: the standard error of the mean is sqrt(2 / m / 200) k^2 = 0.9 % k^2
+    assert abs(variance - expected) < 0.03 * k ** 2
+    assert window.n_obs == 120 and 0 < window.dof < 6
+
+
+@pytest.mark.parametrize("extra", [0.0, 1.0])
+def test_model_error_calibration_matches_the_actual_error_at_the_observations(extra):
+    # the error the model cannot represent is added to the members' variance: the
+    # calibrated members' variance at the observations equals the analysis' actual squared
+    # error there (against truth + unrepresented error); with none, the factor is 1
+    (_, factor, actual, calibrated), window = _calibration_trials(extra)
+    if extra == 0:
+        # unbiased, but noisy (std sqrt(2 m) / p per window): mean of 200 within ~3 se
+        assert abs(factor - 1.0) < 0.5 and abs(calibrated - actual) < 0.5 * window.dof
+    else:  # about 1 + extra (m - p) / p: a large factor for a tight posterior
+        assert factor > 10 and abs(calibrated - actual) < 0.05 * actual
+
+
+def test_calibration_scales_the_members_about_the_minimiser():
+    propagator, _, _, advance, observe, generator = linear_problem(seed=5)
+    background = torch.randn(30, 4, generator=generator, dtype=F64)
+    values = 3.0 * torch.randn(2, 3, generator=generator, dtype=F64)  # noise under-stated
+    runs = {name: envar(advance, observe, background, 0.0, [1.0, 2.0], values, 0.3,
+                        window=2, calibration=name, generator=torch.Generator().manual_seed(0))
+            for name in ("none", "variance-factor")}
+    factor = float(runs["none"].variance_factor[0])
+    assert factor > 2 and float(runs["variance-factor"].calibration[0]) == factor
+    assert float(runs["none"].calibration[0]) == 1.0
+    for k in range(2):
+        spread = {name: runs[name].analysis[k] - runs[name].mean[k] for name in runs}
+        assert torch.allclose(spread["variance-factor"], math.sqrt(factor) * spread["none"])
+        assert torch.allclose(runs["variance-factor"].mean[k], runs["none"].mean[k])
+
+
 def _prior(model, members, seed):
     """The adapter's prior draw (LD-EnSF's): u ~ U(-1, 1), s_0 = unroll(u, 1)."""
     generator = torch.Generator().manual_seed(seed)
@@ -226,6 +287,9 @@ def test_bad_input_is_refused_with_expected_and_found(linear_model):
     with pytest.raises(xl.UnknownNameError, match="setting of method='latent-envar'.*steps"):
         observations.ldensf.assimilate(linear_model, method="latent-envar", members=4,
                                        steps=10)
+    with pytest.raises(xl.UnknownNameError, match="calibration"):
+        observations.ldensf.assimilate(linear_model, method="latent-envar", members=4,
+                                       calibration="desroziers")
     with pytest.raises(xl.UnknownNameError, match="control"):
         observations.ldensf.assimilate(linear_model, method="latent-envar", members=4,
                                        control="diagonal")
