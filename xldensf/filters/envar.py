@@ -564,20 +564,27 @@ def envar(
                                 dtype=torch.float64).to(ensemble)
             draws = (draws - draws.mean(0)) * math.sqrt(n_members / (n_members - 1))
             starts = result.state + draws @ result.posterior_root.T
-        scale = max(1.0, calibration_factor(result, calibration))
-        if scale > 1.0:
-            starts = result.state + math.sqrt(scale) * (starts - result.state)
         state = result.state[None]
+        scale = max(1.0, calibration_factor(result, calibration))
+        calibrated = (result.state + math.sqrt(scale) * (starts - result.state)
+                      if scale > 1.0 else starts)
+        # the variance factor scales B and R alike: the next background too; an unrepresented
+        # (model) error is the output's, not the latent prior's: the next background is the
+        # uncalibrated members
+        chained = calibration != "model-error" or scale == 1.0
+        if chained:
+            starts = calibrated
         if bound is not None:
-            starts, state = bound(starts), bound(state)
+            starts, state, calibrated = bound(starts), bound(state), bound(calibrated)
         with torch.no_grad():
             members_path, centre_path = trajectory(starts), trajectory(state)
+            output_path = members_path if chained else trajectory(calibrated)
         for i, k in enumerate(range(first, end)):
-            analysis[k], mean_path[k] = members_path[i], centre_path[i][0]
+            analysis[k], mean_path[k] = output_path[i], centre_path[i][0]
             costs[k], counts[k] = result.cost, result.iterations
             factors[k] = calibration_factor(result, "variance-factor")
             applied[k] = scale
-        ensemble = analysis[end - 1].clone()
+        ensemble = members_path[-1].clone()
         start = float(times_t[end - 1])
     return EnVarResult(analysis, mean_path, costs, counts, factors, applied,
                        plan)
