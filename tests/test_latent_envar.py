@@ -235,8 +235,8 @@ def test_latent_envar_window_is_the_exact_smoother(linear_model):
     members, window = 8, 3  # N - 1 = 7 >= the 3 components of (s, u)
     analysis = observations.ldensf.assimilate(
         linear_model, method="latent-envar", members=members, window=window, seed=0,
-        uncertainty="hessian", inflation=1.0, latent_margin=None, return_latent=True,
-        output="members")
+        uncertainty="hessian", inflation=1.0, calibration="none", latent_margin=None,
+        return_latent=True, output="members")
     assert analysis.attrs["xldensf_method"] == "latent-envar"
     assert analysis["h"].dims == ("time", "member", "x")
     stations = torch.as_tensor(observations["x"].values)[:, None]
@@ -270,6 +270,10 @@ def test_latent_envar_rml_moves_the_parameter_towards_the_truth(linear_model):
     assert abs(float(final.mean()) - 2.4) < 0.1
     assert 0 < float(final.std()) < 0.3
     assert math.isfinite(float(analysis["cost_function"].isel(time=-1)))
+    # the default calibration: the windows' factors, applied at least 1
+    assert (analysis["calibration_factor"] >= 1).all()
+    assert (analysis["variance_factor"] > 0).all()
+    assert '"calibration": "model-error"' in analysis.attrs["xldensf_settings"]
 
 
 class DetachedLatentModel(LinearLatentModel):

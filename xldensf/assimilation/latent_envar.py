@@ -69,9 +69,10 @@ DEFAULT_ENVAR_WINDOW = 5
 #: Default multiplicative inflation of each window's background anomalies (the latent
 #: dynamics are deterministic and the parameters persist, as for LD-EnSF).
 DEFAULT_ENVAR_INFLATION = 1.1
-#: Default calibration of each window's analysis spread (:data:`~xldensf.filters.envar.
-#: ENVAR_CALIBRATIONS`).
-DEFAULT_ENVAR_CALIBRATION = "none"
+#: Default calibration of each window's analysis spread
+#: (:data:`~xldensf.filters.envar.ENVAR_CALIBRATIONS`): the surrogate's own error, the misfit
+#: left above the observation noise, widens the output members (docs/latent_envar.md).
+DEFAULT_ENVAR_CALIBRATION = "model-error"
 
 
 def latent_adapter(observations: xr.Dataset, model: LatentModel, *, method: str = "ld-ensf",
