@@ -223,6 +223,44 @@ def test_calibration_scales_the_members_about_the_minimiser(calibration):
     assert chained == (calibration == "model-error")
 
 
+def _chained_twin(representation_std, seed=0, n=10, per_time=48, times=30):
+    """A perfect linear model (a slowly decaying rotation) observed with noise 0.1 plus a
+    fixed error pattern of ``representation_std`` the model cannot produce; the calibrated
+    chained smoother and, per time from the 6th, the members' variance and the ensemble
+    mean's squared error at the observations against ``H x_t + e``."""
+    generator = torch.Generator().manual_seed(seed)
+    rotation, _ = torch.linalg.qr(torch.randn(n, n, generator=generator, dtype=F64))
+    operator = 0.1 * torch.randn(per_time, n, generator=generator, dtype=F64)
+    state, truth = torch.randn(n, generator=generator, dtype=F64), []
+    for _ in range(times):
+        state = 0.99 * rotation @ state
+        truth.append(operator @ state)
+    pattern = representation_std * torch.randn(per_time, generator=generator, dtype=F64)
+    target = torch.stack(truth) + pattern
+    values = target + 0.1 * torch.randn(times, per_time, generator=generator, dtype=F64)
+    result = envar(lambda x, t, d: x @ torch.linalg.matrix_power(0.99 * rotation, round(d)).T,
+                   lambda x, i: x @ operator.T,
+                   torch.randn(50, n, generator=generator, dtype=F64), 0.0,
+                   torch.arange(1.0, times + 1), values, 0.1, window=5,
+                   calibration="model-error", inflation=1.1,
+                   generator=torch.Generator().manual_seed(seed))
+    predicted = result.analysis @ operator.T
+    variance = predicted.var(1).sum(-1)[5:]
+    error = (predicted.mean(1) - target).square().sum(-1)[5:]
+    return result, float(variance.mean()), float(error.mean())
+
+
+def test_model_error_calibration_leaves_a_perfect_model_alone():
+    # the pooled estimate less two standard errors: no widening without a model error
+    result, variance, error = _chained_twin(0.0)
+    assert (result.calibration == 1).all()
+    # a fixed pattern of half the noise the model cannot produce: the output members'
+    # variance at the observations now accounts for the ensemble mean's error there
+    result, variance, error = _chained_twin(0.05)
+    assert (result.calibration[5:] > 5).all()
+    assert 0.7 < variance / error < 1.3
+
+
 def _prior(model, members, seed):
     """The adapter's prior draw (LD-EnSF's): u ~ U(-1, 1), s_0 = unroll(u, 1)."""
     generator = torch.Generator().manual_seed(seed)

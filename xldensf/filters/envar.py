@@ -31,8 +31,13 @@ scaled by ``sqrt(max(1, sigma0^2))``; ``"model-error"``, the misfit left above t
 observation noise, ``|d_a|^2 - (m - p)`` with ``p = sum s^2 / (1 + s^2)`` the analysis'
 degrees of freedom (``s`` the singular values of ``G``), taken as the variance of an error
 the model cannot represent and added to the members' own variance at the observations,
-``p``: the anomalies scaled by ``sqrt(1 + max(0, |d_a|^2 - m + p) / p)``. Both factors
-are 1 in expectation for a perfect linear-Gaussian problem.
+``p``: per observation ``q = (|d_a|^2 - m + p) / (m - p)`` in units of the noise, pooled
+over the windows so far and less two standard errors of its sampling noise
+(``sqrt(2 / sum (m - p))``, a one-sided 97.7 % lower bound, so that a perfect model is
+left alone), the output members' anomalies scaled by ``sqrt(1 + max(0, q) (m - p) / p)``
+(:func:`model_error_factor`); the next window starts from the uncalibrated members. Both
+single-window factors (:func:`calibration_factor`) are 1 in expectation for a perfect
+linear-Gaussian problem.
 
 Windows are chained: window ``j`` holds ``window`` consecutive observation times and its
 start is the previous window's last observation time (``t0`` for the first); the analysis
@@ -68,7 +73,7 @@ from .fourdvar import check_differentiable
 
 __all__ = ["EnVarResult", "WindowAnalysis", "envar", "envar_window", "window_plan",
            "ENVAR_CONTROLS", "ENVAR_OPTIMIZERS", "ENVAR_UNCERTAINTIES", "ENVAR_JACOBIANS",
-           "ENVAR_CALIBRATIONS", "calibration_factor"]
+           "ENVAR_CALIBRATIONS", "calibration_factor", "model_error_factor"]
 
 #: Control vectors: the ensemble subspace (4DEnVar) or one per state component.
 ENVAR_CONTROLS = ("ensemble", "full")
@@ -85,6 +90,8 @@ ENVAR_CALIBRATIONS = ("none", "variance-factor", "model-error")
 Forward = Callable[[torch.Tensor], torch.Tensor]
 #: Halvings of a Gauss-Newton step that raises its problem's cost (a nonlinear model).
 _BACKTRACKS = 6
+#: Standard errors taken off the pooled unrepresented variance (a one-sided lower bound).
+_LOWER_BOUND_SE = 2.0
 
 
 @dataclass
@@ -399,6 +406,32 @@ def calibration_factor(result: WindowAnalysis, calibration: str) -> float:
     return 1.0 + (result.misfit - result.n_obs + result.dof) / result.dof
 
 
+def model_error_factor(result: WindowAnalysis, excess: float, free: float) -> float:
+    """The output variance factor of a window under an unrepresented (model) error.
+
+    ``excess = sum (|d_a|^2 - m + p)`` and ``free = sum (m - p)`` over the windows so far
+    (this one included) estimate the unrepresented variance per observation,
+    ``q = excess / free`` in units of the noise; less two standard errors of its sampling
+    noise under a perfect model (``sqrt(2 / free)``), at least 0, it is added to the
+    members' own variance at this window's observations, ``p``:
+    ``1 + q (m - p) / p``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> window = WindowAnalysis(torch.zeros(1), torch.zeros(0, 1), torch.ones(1, 1),
+    ...                         cost=150.0, iterations=1, misfit=290.0, n_obs=200, dof=10.0)
+    >>> round(model_error_factor(window, 100.0, 190.0), 2)  # q = 0.526 - 0.205
+    7.1
+    >>> model_error_factor(window, 20.0, 190.0)  # within the noise of a perfect model
+    1.0
+    """
+    if not (result.dof > 0 and free > 0):
+        return 1.0
+    variance = max(0.0, excess / free - _LOWER_BOUND_SE * math.sqrt(2.0 / free))
+    return 1.0 + variance * (result.n_obs - result.dof) / result.dof
+
+
 def window_plan(n_times: int, window: int) -> list[tuple[int, int]]:
     """``(first, end)`` observation indices of consecutive windows of ``window`` times
     (the last may be shorter).
@@ -476,7 +509,9 @@ def envar(
         Multiplicative inflation of each window's background anomalies (>= 1).
     calibration
         :data:`ENVAR_CALIBRATIONS`: the analysis members' anomalies about the window's
-        minimiser are scaled by the square root of :func:`calibration_factor` (at least 1).
+        minimiser are scaled by the square root of :func:`calibration_factor` (at least 1;
+        ``"model-error"``: of :func:`model_error_factor`, pooled over the windows so far,
+        the output only).
     bound
         Applied to analysed start states (e.g. keep parameters in their range).
     check_gradient
@@ -520,7 +555,7 @@ def envar(
     mean_path = ensemble.new_full((n_times, n), math.nan)
     costs, counts = torch.zeros(n_times, dtype=torch.float64), torch.zeros(n_times)
     factors, applied = (torch.ones(n_times, dtype=torch.float64) for _ in range(2))
-    start = float(t0)
+    start, pooled = float(t0), (0.0, 0.0)
     for number, (first, end) in enumerate(progress(plan) if progress is not None else plan):
         def trajectory(x: torch.Tensor, first: int = first, end: int = end,
                        begin: float = start) -> list[torch.Tensor]:
@@ -565,7 +600,12 @@ def envar(
             draws = (draws - draws.mean(0)) * math.sqrt(n_members / (n_members - 1))
             starts = result.state + draws @ result.posterior_root.T
         state = result.state[None]
-        scale = max(1.0, calibration_factor(result, calibration))
+        if calibration == "model-error":  # pooled over the windows so far
+            pooled = (pooled[0] + result.misfit - result.n_obs + result.dof,
+                      pooled[1] + result.n_obs - result.dof)
+            scale = model_error_factor(result, *pooled)
+        else:
+            scale = max(1.0, calibration_factor(result, calibration))
         calibrated = (result.state + math.sqrt(scale) * (starts - result.state)
                       if scale > 1.0 else starts)
         # the variance factor scales B and R alike: the next background too; an unrepresented
