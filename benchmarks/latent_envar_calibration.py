@@ -13,6 +13,11 @@ Run::
         --output out/model-error
     python benchmarks/latent_envar_calibration.py --merge none=out/none model-error=out/model-error
 
+``--twin``: a perfect linear model (10 components, a slowly decaying rotation, 48 or 9
+random observations per time at noise 0.1, windows of 5, 50 members, inflation 1.1, 50
+times, 4 seeds), each calibration's spread/skill of the state against the truth from the
+6th time (the model is perfect: a calibration should leave it near the uncalibrated one).
+
 A row ``NAME=DIR`` of ``--merge`` reads ``DIR/ldensf_tsunami_quick.json`` (a run of
 ``--row``, or of ``run_benchmark`` with ``filter_settings={"latent-envar":
 {"calibration": ...}}``), ``NAME=FILE.json`` that file.
@@ -28,6 +33,7 @@ import numpy as np
 import torch
 
 from xldensf.experiments import run_benchmark
+from xldensf.filters.envar import ENVAR_CALIBRATIONS, envar
 
 
 def run_row(calibration: str, output: str, truths: int) -> None:
@@ -101,14 +107,50 @@ def merge(rows: list[str], output: Path) -> None:
     (output / "latent_envar_calibration.md").write_text("\n".join(lines) + "\n")
 
 
+def twin(per_time: int, seeds: int = 4, n: int = 10, times: int = 50) -> dict:
+    """Spread/skill and applied factors of each calibration in the perfect linear twin."""
+    sums = {name: [0.0, 0.0, []] for name in ENVAR_CALIBRATIONS}
+    for seed in range(seeds):
+        generator = torch.Generator().manual_seed(seed)
+        rotation, _ = torch.linalg.qr(torch.randn(n, n, generator=generator,
+                                                  dtype=torch.float64))
+        propagator = 0.99 * rotation
+        operator = 0.1 * torch.randn(per_time, n, generator=generator, dtype=torch.float64)
+        state, truth = torch.randn(n, generator=generator, dtype=torch.float64), []
+        for _ in range(times):
+            state = propagator @ state
+            truth.append(state)
+        truth = torch.stack(truth)
+        values = truth @ operator.T + 0.1 * torch.randn(times, per_time, generator=generator,
+                                                         dtype=torch.float64)
+        background = torch.randn(50, n, generator=generator, dtype=torch.float64)
+        for name, total in sums.items():
+            result = envar(
+                lambda x, t, d, m=propagator: x @ torch.linalg.matrix_power(m, round(d)).T,
+                lambda x, i, h=operator: x @ h.T, background, 0.0, torch.arange(1.0, times + 1),
+                values, 0.1, window=5, calibration=name, inflation=1.1,
+                generator=torch.Generator().manual_seed(seed))
+            error = (result.analysis.mean(1) - truth).square().mean(-1).sqrt()
+            total[0] += float(result.analysis.var(1).mean(-1).sqrt()[5:].mean())
+            total[1] += float(error[5:].mean())
+            total[2] += result.calibration[::5].tolist()
+    return {name: {"spread_skill": total[0] / total[1],
+                   "applied_mean": float(np.mean(total[2]))}
+            for name, total in sums.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--row", default=None, help="calibration of the row to run")
     parser.add_argument("--truths", type=int, default=5)
     parser.add_argument("--merge", nargs="*", default=None, metavar="NAME=DIR",
                         help="rows to merge into the report")
+    parser.add_argument("--twin", action="store_true", help="the perfect linear twin")
     parser.add_argument("--output", default="benchmarks/results")
     args = parser.parse_args()
+    if args.twin:
+        print(json.dumps({f"m per window {5 * per_time}": twin(per_time)
+                          for per_time in (48, 9)}, indent=1))
     if args.row is not None:
         run_row(args.row, args.output, args.truths)
     if args.merge:
