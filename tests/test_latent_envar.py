@@ -223,7 +223,8 @@ def test_calibration_scales_the_members_about_the_minimiser(calibration):
     assert chained == (calibration == "model-error")
 
 
-def _chained_twin(representation_std, seed=0, n=10, per_time=48, times=30):
+def _chained_twin(representation_std, seed=0, n=10, per_time=48, times=30,
+                  calibration="model-error"):
     """A perfect linear model (a slowly decaying rotation) observed with noise 0.1 plus a
     fixed error pattern of ``representation_std`` the model cannot produce; the calibrated
     chained smoother and, per time from the 6th, the members' variance and the ensemble
@@ -242,7 +243,7 @@ def _chained_twin(representation_std, seed=0, n=10, per_time=48, times=30):
                    lambda x, i: x @ operator.T,
                    torch.randn(50, n, generator=generator, dtype=F64), 0.0,
                    torch.arange(1.0, times + 1), values, 0.1, window=5,
-                   calibration="model-error", inflation=1.1,
+                   calibration=calibration, inflation=1.1,
                    generator=torch.Generator().manual_seed(seed))
     predicted = result.analysis @ operator.T
     variance = predicted.var(1).sum(-1)[5:]
@@ -250,10 +251,13 @@ def _chained_twin(representation_std, seed=0, n=10, per_time=48, times=30):
     return result, float(variance.mean()), float(error.mean())
 
 
-def test_model_error_calibration_leaves_a_perfect_model_alone():
-    # the pooled estimate less two standard errors: no widening without a model error
-    result, variance, error = _chained_twin(0.0)
-    assert (result.calibration == 1).all()
+def test_model_error_calibration_leaves_a_perfect_model_nearly_alone():
+    # the pooled estimate less one standard error: little widening without a model error
+    # (the members' variance at the observations over the uncalibrated one, 3 twins: 1.67
+    # on one, 1 on the others)
+    ratios = [_chained_twin(0.0, seed=seed)[1]
+              / _chained_twin(0.0, seed=seed, calibration="none")[1] for seed in range(3)]
+    assert min(ratios) >= 1.0 and sum(ratios) / 3 < 1.5
     # a fixed pattern of half the noise the model cannot produce: the output members'
     # variance at the observations now accounts for the ensemble mean's error there
     result, variance, error = _chained_twin(0.05)

@@ -32,9 +32,9 @@ observation noise, ``|d_a|^2 - (m - p)`` with ``p = sum s^2 / (1 + s^2)`` the an
 degrees of freedom (``s`` the singular values of ``G``), taken as the variance of an error
 the model cannot represent and added to the members' own variance at the observations,
 ``p``: per observation ``q = (|d_a|^2 - m + p) / (m - p)`` in units of the noise, pooled
-over the windows so far and less two standard errors of its sampling noise
-(``sqrt(2 / sum (m - p))``, a one-sided 97.7 % lower bound, so that a perfect model is
-left alone), the output members' anomalies scaled by ``sqrt(1 + max(0, q) (m - p) / p)``
+over the windows so far and less one standard error of its sampling noise
+(``sqrt(2 / sum (m - p))``, a one-sided 84 % lower bound, so that a perfect model is
+nearly left alone), the output members' anomalies scaled by ``sqrt(1 + max(0, q) (m - p) / p)``
 (:func:`model_error_factor`); the next window starts from the uncalibrated members. Both
 single-window factors (:func:`calibration_factor`) are 1 in expectation for a perfect
 linear-Gaussian problem.
@@ -90,8 +90,10 @@ ENVAR_CALIBRATIONS = ("none", "variance-factor", "model-error")
 Forward = Callable[[torch.Tensor], torch.Tensor]
 #: Halvings of a Gauss-Newton step that raises its problem's cost (a nonlinear model).
 _BACKTRACKS = 6
-#: Standard errors taken off the pooled unrepresented variance (a one-sided lower bound).
-_LOWER_BOUND_SE = 2.0
+#: Standard errors taken off the pooled unrepresented variance (a one-sided lower bound:
+#: 1 keeps a perfect linear twin within 4 % of its uncalibrated spread/skill, 2 leaves it
+#: alone but the quick tsunami at 0.63; docs/latent_envar.md).
+_LOWER_BOUND_SE = 1.0
 
 
 @dataclass
@@ -411,7 +413,7 @@ def model_error_factor(result: WindowAnalysis, excess: float, free: float) -> fl
 
     ``excess = sum (|d_a|^2 - m + p)`` and ``free = sum (m - p)`` over the windows so far
     (this one included) estimate the unrepresented variance per observation,
-    ``q = excess / free`` in units of the noise; less two standard errors of its sampling
+    ``q = excess / free`` in units of the noise; less one standard error of its sampling
     noise under a perfect model (``sqrt(2 / free)``), at least 0, it is added to the
     members' own variance at this window's observations, ``p``:
     ``1 + q (m - p) / p``.
@@ -421,9 +423,9 @@ def model_error_factor(result: WindowAnalysis, excess: float, free: float) -> fl
     >>> import torch
     >>> window = WindowAnalysis(torch.zeros(1), torch.zeros(0, 1), torch.ones(1, 1),
     ...                         cost=150.0, iterations=1, misfit=290.0, n_obs=200, dof=10.0)
-    >>> round(model_error_factor(window, 100.0, 190.0), 2)  # q = 0.526 - 0.205
-    7.1
-    >>> model_error_factor(window, 20.0, 190.0)  # within the noise of a perfect model
+    >>> round(model_error_factor(window, 100.0, 190.0), 2)  # q = 0.526 - 0.103
+    9.05
+    >>> model_error_factor(window, 10.0, 190.0)  # within the noise of a perfect model
     1.0
     """
     if not (result.dof > 0 and free > 0):
