@@ -163,8 +163,10 @@ def assimilate_latent_envar(
     calibration
         ``"none"``, ``"variance-factor"`` or ``"model-error"``: each window's analysis
         members' anomalies about its minimiser scaled by the square root of a variance factor
-        estimated from the window's minimised cost
-        (:func:`~xldensf.filters.envar.calibration_factor`); default
+        estimated from the minimised costs (``"variance-factor"``:
+        :func:`~xldensf.filters.envar.calibration_factor`, the next window's background
+        too; ``"model-error"``: :func:`~xldensf.filters.envar.model_error_factor`, pooled
+        over the windows so far, the output only); default
         :data:`DEFAULT_ENVAR_CALIBRATION`.
     obs_error
         Override of the observation error standard deviation.
