@@ -236,7 +236,8 @@ def test_the_opt_in_methods_record_the_fields_of_the_others(optional_result):
     for method in OPTIONAL_METHODS:
         run = results["methods"][method]["runs"][0]
         assert "failure" not in run, (method, run.get("failure"))
-        assert set(run) - {"phases"} == fields, method
+        # latent-envar also keeps its windows' variance factors, one per observation time
+        assert set(run) - {"phases", "variance_factor", "calibration_factor"} == fields, method
         for key in ("final", "mean", "parameter_error"):
             assert all(math.isfinite(value) for value in run[key].values()), (method, key)
         assert len(run["relative_rmse"]["x"]) == FRAMES
@@ -245,6 +246,9 @@ def test_the_opt_in_methods_record_the_fields_of_the_others(optional_result):
     assert results["methods"]["latent-envar"]["runs"][0]["members"] == 4   # its own size
     assert set(results["methods"]["latent-envar"]["runs"][0]["phases"]) == {"analysis",
                                                                           "decode"}
+    envar_run = results["methods"]["latent-envar"]["runs"][0]
+    assert len(envar_run["variance_factor"]) == len(envar_run["calibration_factor"]) == FRAMES
+    assert all(value > 0 for value in envar_run["variance_factor"])
     assert results["methods"]["4dvar"]["runs"][0]["members"] == 1   # the plain analysis
     assert results["filter_settings"]["latent-envar"] == TINY_ENVAR["latent-envar"]
     assert results["vae"] == f"trained: {output / 'lorenz96_small.vae'}"

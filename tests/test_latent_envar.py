@@ -9,7 +9,7 @@ import torch
 from test_latent_assimilation import LinearLatentModel, linear_observations
 
 import xldensf as xl
-from xldensf.filters.envar import envar, envar_window
+from xldensf.filters.envar import calibration_factor, envar, envar_window
 
 F64 = torch.float64
 
@@ -158,6 +158,113 @@ def _augmented_matrices(model, stations):
     return transition, operator
 
 
+def _calibration_trials(extra_variance, trials=200, n=6, m=120, seed=0):
+    """Linear-Gaussian windows ``y = H x_t + e + eps`` (``x_t ~ B = I``, ``eps ~ R = I``,
+    ``e ~ N(0, extra_variance I)`` an error the model does not know): the means of both
+    calibration factors, of the analysis' squared error at the observations against
+    ``H x_t + e`` and of the calibrated members' variance there, ``p * factor``."""
+    generator = torch.Generator().manual_seed(seed)
+    operator = 0.3 * torch.randn(m, n, generator=generator, dtype=F64)
+    sums = torch.zeros(4, dtype=F64)
+    for _ in range(trials):
+        truth = torch.randn(n, generator=generator, dtype=F64)
+        error = math.sqrt(extra_variance) * torch.randn(m, generator=generator, dtype=F64)
+        values = operator @ truth + error + torch.randn(m, generator=generator, dtype=F64)
+        window = envar_window(lambda x: x @ operator.T, torch.zeros(n, dtype=F64),
+                              torch.eye(n, dtype=F64), values, 1.0)
+        model_error = calibration_factor(window, "model-error")
+        sums += torch.tensor([calibration_factor(window, "variance-factor"), model_error,
+                              float((operator @ (window.state - truth) - error).square().sum()),
+                              window.dof * model_error], dtype=F64)
+    return (sums / trials).tolist(), window
+
+
+@pytest.mark.parametrize("k", [1.0, 2.0])
+def test_variance_factor_recovers_a_mis_stated_noise(k):
+    # the noise is k times the stated one (extra variance k^2 - 1): E[2 J_min] / m =
+    # k^2 - (k^2 - 1) p / m (p < n = 6 of m = 120 observations), 1 when R is right
+    (variance, _, _, _), window = _calibration_trials(k ** 2 - 1.0)
+    expected = k ** 2 - (k ** 2 - 1.0) * window.dof / window.n_obs
+    # 200 windows: the standard error of the mean is sqrt(2 / m / 200) k^2 = 0.9 % k^2
+    assert abs(variance - expected) < 0.03 * k ** 2
+    assert window.n_obs == 120 and 0 < window.dof < 6
+
+
+@pytest.mark.parametrize("extra", [0.0, 1.0])
+def test_model_error_calibration_matches_the_actual_error_at_the_observations(extra):
+    # the error the model cannot represent is added to the members' variance: the
+    # calibrated members' variance at the observations equals the analysis' actual squared
+    # error there (against truth + unrepresented error); with none, the factor is 1
+    (_, factor, actual, calibrated), window = _calibration_trials(extra)
+    if extra == 0:
+        # unbiased, but noisy (std sqrt(2 m) / p per window): mean of 200 within ~3 se
+        assert abs(factor - 1.0) < 0.5 and abs(calibrated - actual) < 0.5 * window.dof
+    else:  # about 1 + extra (m - p) / p: a large factor for a tight posterior
+        assert factor > 10 and abs(calibrated - actual) < 0.05 * actual
+
+
+@pytest.mark.parametrize("calibration", ["variance-factor", "model-error"])
+def test_calibration_scales_the_members_about_the_minimiser(calibration):
+    propagator, _, _, advance, observe, generator = linear_problem(seed=5)
+    background = torch.randn(30, 4, generator=generator, dtype=F64)
+    values = 3.0 * torch.randn(4, 3, generator=generator, dtype=F64)  # noise under-stated
+    runs = {name: envar(advance, observe, background, 0.0, [1.0, 2.0, 3.0, 4.0], values,
+                        0.3, window=2, calibration=name,
+                        generator=torch.Generator().manual_seed(0))
+            for name in ("none", calibration)}
+    assert float(runs["none"].variance_factor[0]) > 2
+    assert (runs[calibration].calibration > 2).all() and (runs["none"].calibration == 1).all()
+    first = [runs[name].analysis[:2] - runs[name].mean[:2, None] for name in runs]
+    factor = float(runs[calibration].calibration[0])
+    assert torch.allclose(first[1], math.sqrt(factor) * first[0])  # linear: about the mean
+    # the variance factor scales B too (the next window starts from the scaled members);
+    # an unrepresented error is the output's: the next window is the uncalibrated one's
+    chained = torch.allclose(runs[calibration].mean, runs["none"].mean)
+    assert chained == (calibration == "model-error")
+
+
+def _chained_twin(representation_std, seed=0, n=10, per_time=48, times=30,
+                  calibration="model-error"):
+    """A perfect linear model (a slowly decaying rotation) observed with noise 0.1 plus a
+    fixed error pattern of ``representation_std`` the model cannot produce; the calibrated
+    chained smoother and, per time from the 6th, the members' variance and the ensemble
+    mean's squared error at the observations against ``H x_t + e``."""
+    generator = torch.Generator().manual_seed(seed)
+    rotation, _ = torch.linalg.qr(torch.randn(n, n, generator=generator, dtype=F64))
+    operator = 0.1 * torch.randn(per_time, n, generator=generator, dtype=F64)
+    state, truth = torch.randn(n, generator=generator, dtype=F64), []
+    for _ in range(times):
+        state = 0.99 * rotation @ state
+        truth.append(operator @ state)
+    pattern = representation_std * torch.randn(per_time, generator=generator, dtype=F64)
+    target = torch.stack(truth) + pattern
+    values = target + 0.1 * torch.randn(times, per_time, generator=generator, dtype=F64)
+    result = envar(lambda x, t, d: x @ torch.linalg.matrix_power(0.99 * rotation, round(d)).T,
+                   lambda x, i: x @ operator.T,
+                   torch.randn(50, n, generator=generator, dtype=F64), 0.0,
+                   torch.arange(1.0, times + 1), values, 0.1, window=5,
+                   calibration=calibration, inflation=1.1,
+                   generator=torch.Generator().manual_seed(seed))
+    predicted = result.analysis @ operator.T
+    variance = predicted.var(1).sum(-1)[5:]
+    error = (predicted.mean(1) - target).square().sum(-1)[5:]
+    return result, float(variance.mean()), float(error.mean())
+
+
+def test_model_error_calibration_leaves_a_perfect_model_nearly_alone():
+    # the pooled estimate less one standard error: little widening without a model error
+    # (the members' variance at the observations over the uncalibrated one, 3 twins: 1.67
+    # on one, 1 on the others)
+    ratios = [_chained_twin(0.0, seed=seed)[1]
+              / _chained_twin(0.0, seed=seed, calibration="none")[1] for seed in range(3)]
+    assert min(ratios) >= 1.0 and sum(ratios) / 3 < 1.5
+    # a fixed pattern of half the noise the model cannot produce: the output members'
+    # variance at the observations now accounts for the ensemble mean's error there
+    result, variance, error = _chained_twin(0.05)
+    assert (result.calibration[5:] > 5).all()
+    assert 0.7 < variance / error < 1.3
+
+
 def _prior(model, members, seed):
     """The adapter's prior draw (LD-EnSF's): u ~ U(-1, 1), s_0 = unroll(u, 1)."""
     generator = torch.Generator().manual_seed(seed)
@@ -170,8 +277,8 @@ def test_latent_envar_window_is_the_exact_smoother(linear_model):
     members, window = 8, 3  # N - 1 = 7 >= the 3 components of (s, u)
     analysis = observations.ldensf.assimilate(
         linear_model, method="latent-envar", members=members, window=window, seed=0,
-        uncertainty="hessian", inflation=1.0, latent_margin=None, return_latent=True,
-        output="members")
+        uncertainty="hessian", inflation=1.0, calibration="none", latent_margin=None,
+        return_latent=True, output="members")
     assert analysis.attrs["xldensf_method"] == "latent-envar"
     assert analysis["h"].dims == ("time", "member", "x")
     stations = torch.as_tensor(observations["x"].values)[:, None]
@@ -205,6 +312,10 @@ def test_latent_envar_rml_moves_the_parameter_towards_the_truth(linear_model):
     assert abs(float(final.mean()) - 2.4) < 0.1
     assert 0 < float(final.std()) < 0.3
     assert math.isfinite(float(analysis["cost_function"].isel(time=-1)))
+    # the default calibration: the windows' factors, applied at least 1
+    assert (analysis["calibration_factor"] >= 1).all()
+    assert (analysis["variance_factor"] > 0).all()
+    assert '"calibration": "model-error"' in analysis.attrs["xldensf_settings"]
 
 
 class DetachedLatentModel(LinearLatentModel):
@@ -226,6 +337,9 @@ def test_bad_input_is_refused_with_expected_and_found(linear_model):
     with pytest.raises(xl.UnknownNameError, match="setting of method='latent-envar'.*steps"):
         observations.ldensf.assimilate(linear_model, method="latent-envar", members=4,
                                        steps=10)
+    with pytest.raises(xl.UnknownNameError, match="calibration"):
+        observations.ldensf.assimilate(linear_model, method="latent-envar", members=4,
+                                       calibration="desroziers")
     with pytest.raises(xl.UnknownNameError, match="control"):
         observations.ldensf.assimilate(linear_model, method="latent-envar", members=4,
                                        control="diagonal")

@@ -41,6 +41,7 @@ from tqdm.auto import tqdm
 from .._version import __version__
 from ..errors import ConfigurationError, DataError, check_name, check_names, expected_found
 from ..filters.envar import (
+    ENVAR_CALIBRATIONS,
     ENVAR_CONTROLS,
     ENVAR_JACOBIANS,
     ENVAR_OPTIMIZERS,
@@ -56,7 +57,8 @@ from .likelihoods import check_obs_std, decoder_operators, latent_observation_pr
 from .setup import check_members
 
 __all__ = ["assimilate_latent_envar", "latent_adapter", "LATENT_ENVAR_METHODS",
-           "DEFAULT_ENVAR_MEMBERS", "DEFAULT_ENVAR_WINDOW", "DEFAULT_ENVAR_INFLATION"]
+           "DEFAULT_ENVAR_MEMBERS", "DEFAULT_ENVAR_WINDOW", "DEFAULT_ENVAR_INFLATION",
+           "DEFAULT_ENVAR_CALIBRATION"]
 
 #: Ensemble-variational methods with a LatentModel.
 LATENT_ENVAR_METHODS = ("latent-envar",)
@@ -67,6 +69,10 @@ DEFAULT_ENVAR_WINDOW = 5
 #: Default multiplicative inflation of each window's background anomalies (the latent
 #: dynamics are deterministic and the parameters persist, as for LD-EnSF).
 DEFAULT_ENVAR_INFLATION = 1.1
+#: Default calibration of each window's analysis spread
+#: (:data:`~xldensf.filters.envar.ENVAR_CALIBRATIONS`): the surrogate's own error, the misfit
+#: left above the observation noise, widens the output members (docs/latent_envar.md).
+DEFAULT_ENVAR_CALIBRATION = "model-error"
 
 
 def latent_adapter(observations: xr.Dataset, model: LatentModel, *, method: str = "ld-ensf",
@@ -93,6 +99,7 @@ def _checked_settings(settings: dict[str, Any]) -> None:
     check_name("uncertainty", settings["uncertainty"], ENVAR_UNCERTAINTIES)
     check_name("optimizer", settings["optimizer"], ENVAR_OPTIMIZERS)
     check_name("jacobian", settings["jacobian"], ENVAR_JACOBIANS)
+    check_name("calibration", settings["calibration"], ENVAR_CALIBRATIONS)
     check_name("output", settings["output"], OUTPUTS)
     margin = settings["latent_margin"]
     if margin is not None and not (margin >= 0 and math.isfinite(margin)):
@@ -112,6 +119,7 @@ def assimilate_latent_envar(
     optimizer: str = "gauss-newton",
     jacobian: str = "mean",
     inflation: float = DEFAULT_ENVAR_INFLATION,
+    calibration: str = DEFAULT_ENVAR_CALIBRATION,
     tol: float = 1e-8,
     obs_error: Any = None,
     latent_margin: float | None = DEFAULT_LATENT_MARGIN,
@@ -152,6 +160,14 @@ def assimilate_latent_envar(
         (see :func:`xldensf.filters.envar.envar_window`).
     inflation
         Multiplicative inflation of each window's background anomalies (>= 1).
+    calibration
+        ``"none"``, ``"variance-factor"`` or ``"model-error"``: each window's analysis
+        members' anomalies about its minimiser scaled by the square root of a variance factor
+        estimated from the minimised costs (``"variance-factor"``:
+        :func:`~xldensf.filters.envar.calibration_factor`, the next window's background
+        too; ``"model-error"``: :func:`~xldensf.filters.envar.model_error_factor`, pooled
+        over the windows so far, the output only); default
+        :data:`DEFAULT_ENVAR_CALIBRATION`.
     obs_error
         Override of the observation error standard deviation.
     latent_margin
@@ -187,16 +203,16 @@ def assimilate_latent_envar(
     if unknown:
         check_names("setting of method='latent-envar'", sorted(unknown),
                     ["window", "iterations", "control", "uncertainty", "optimizer",
-                     "jacobian", "inflation", "tol", "obs_error", "latent_margin", "output",
-                     "coords", "return_latent"])
+                     "jacobian", "inflation", "calibration", "tol", "obs_error",
+                     "latent_margin", "output", "coords", "return_latent"])
     if not isinstance(model, LatentModel):
         raise ConfigurationError(expected_found("model", "a LatentModel", type(model).__name__))
     check_name("method", method, LATENT_ENVAR_METHODS)
     members = check_members(DEFAULT_ENVAR_MEMBERS if members is None else members)
     recorded = {"window": window, "iterations": iterations, "control": control,
                 "uncertainty": uncertainty, "optimizer": optimizer, "jacobian": jacobian,
-                "inflation": inflation, "tol": tol, "latent_margin": latent_margin,
-                "output": output}
+                "inflation": inflation, "calibration": calibration, "tol": tol,
+                "latent_margin": latent_margin, "output": output}
     _checked_settings(recorded)
     seed = resolve_seed(seed)
     generator = torch.Generator().manual_seed(int(seed))
@@ -243,7 +259,7 @@ def assimilate_latent_envar(
                    values.to(dtype), problem.obs_std.to(dtype), window=window,
                    control=control, uncertainty=uncertainty, optimizer=optimizer,
                    jacobian=jacobian, iterations=iterations, tol=tol, inflation=inflation,
-                   bound=bound, generator=generator, progress=wrapper)
+                   calibration=calibration, bound=bound, generator=generator, progress=wrapper)
     seconds = {"analysis": time.perf_counter() - started}
     attrs = {
         "title": f"xldensf {method} analysis",
@@ -270,6 +286,11 @@ def assimilate_latent_envar(
                                  "units": "1"})
     dataset["iterations"] = (time_name, result.iterations.numpy(),
                              {"long_name": "minimiser iterations of the window", "units": "1"})
+    dataset["variance_factor"] = (time_name, result.variance_factor.numpy(), {
+        "long_name": "a-posteriori variance factor 2 J_min / m of the window", "units": "1"})
+    dataset["calibration_factor"] = (time_name, result.calibration.numpy(), {
+        "long_name": "variance factor applied to the window's analysis members",
+        "units": "1"})
     dataset.attrs.update({f"xldensf_seconds_{phase}": float(value)
                           for phase, value in seconds.items()})
     dataset.attrs["xldensf_seconds_per_window"] = seconds["analysis"] / len(result.windows)

@@ -105,6 +105,9 @@ def _score(analysis: xr.Dataset, truth: xr.Dataset, variables: Sequence[str],
     record["filter_seconds_per_cycle"] = filter_seconds / cycles
     if phases:
         record["phases"] = phases
+    for name in ("variance_factor", "calibration_factor"):  # latent-envar's window factors
+        if name in analysis.data_vars:
+            record[name] = analysis[name].values.tolist()
     return record
 
 

@@ -23,6 +23,22 @@ Jacobian; exact RML minimisers for nonlinear models, ``N`` times the cost).
 ``L (I + G^T G)^{-1/2}`` (Gauss-Newton Hessian in the control space, a deterministic
 square root as in the ETKF).
 
+Calibration (``calibration=``, applied to each window's analysis members about its
+minimiser): ``"none"``; ``"variance-factor"``, the a-posteriori variance factor
+``sigma0^2 = 2 J_min / m`` (``m`` observations in the window; ``E[2 J_min] = m`` when ``B``
+and ``R`` are right, Talagrand 1999; Desroziers & Ivanov 2001), the members' anomalies
+scaled by ``sqrt(max(1, sigma0^2))``; ``"model-error"``, the misfit left above the
+observation noise, ``|d_a|^2 - (m - p)`` with ``p = sum s^2 / (1 + s^2)`` the analysis'
+degrees of freedom (``s`` the singular values of ``G``), taken as the variance of an error
+the model cannot represent and added to the members' own variance at the observations,
+``p``: per observation ``q = (|d_a|^2 - m + p) / (m - p)`` in units of the noise, pooled
+over the windows so far and less one standard error of its sampling noise
+(``sqrt(2 / sum (m - p))``, a one-sided 84 % lower bound, so that a perfect model is
+nearly left alone), the output members' anomalies scaled by ``sqrt(1 + max(0, q) (m - p) / p)``
+(:func:`model_error_factor`); the next window starts from the uncalibrated members. Both
+single-window factors (:func:`calibration_factor`) are 1 in expectation for a perfect
+linear-Gaussian problem.
+
 Windows are chained: window ``j`` holds ``window`` consecutive observation times and its
 start is the previous window's last observation time (``t0`` for the first); the analysis
 members at that time, inflated, are the next background, so every observation time gets an
@@ -56,7 +72,8 @@ from ..errors import ConfigurationError, DataError, check_name, check_positive_i
 from .fourdvar import check_differentiable
 
 __all__ = ["EnVarResult", "WindowAnalysis", "envar", "envar_window", "window_plan",
-           "ENVAR_CONTROLS", "ENVAR_OPTIMIZERS", "ENVAR_UNCERTAINTIES", "ENVAR_JACOBIANS"]
+           "ENVAR_CONTROLS", "ENVAR_OPTIMIZERS", "ENVAR_UNCERTAINTIES", "ENVAR_JACOBIANS",
+           "ENVAR_CALIBRATIONS", "calibration_factor", "model_error_factor"]
 
 #: Control vectors: the ensemble subspace (4DEnVar) or one per state component.
 ENVAR_CONTROLS = ("ensemble", "full")
@@ -66,10 +83,17 @@ ENVAR_OPTIMIZERS = ("gauss-newton", "lbfgs")
 ENVAR_UNCERTAINTIES = ("rml", "hessian")
 #: Jacobians of the RML members under Gauss-Newton: the mean problem's, or each member's.
 ENVAR_JACOBIANS = ("mean", "member")
+#: Calibrations of the analysis spread: none, the a-posteriori variance factor from the
+#: minimised cost, or an unrepresented (model) error from the misfit above the noise.
+ENVAR_CALIBRATIONS = ("none", "variance-factor", "model-error")
 
 Forward = Callable[[torch.Tensor], torch.Tensor]
 #: Halvings of a Gauss-Newton step that raises its problem's cost (a nonlinear model).
 _BACKTRACKS = 6
+#: Standard errors taken off the pooled unrepresented variance (a one-sided lower bound:
+#: 1 keeps a perfect linear twin within 4 % of its uncalibrated spread/skill, 2 leaves it
+#: alone but the quick tsunami at 0.63; docs/latent_envar.md).
+_LOWER_BOUND_SE = 1.0
 
 
 @dataclass
@@ -89,6 +113,14 @@ class WindowAnalysis:
         Final cost of the unperturbed problem.
     iterations
         Minimiser iterations.
+    misfit
+        ``|d_a|^2``: the squared normalised misfit of the unperturbed minimiser.
+    n_obs
+        Observations of the window (NaN excluded).
+    dof
+        ``p = sum s^2 / (1 + s^2)`` over the singular values ``s`` of ``G``: the analysis'
+        degrees of freedom, ``tr(H A H^T R^-1)`` (the members' variance at the
+        observations in units of the noise).
     """
 
     state: torch.Tensor
@@ -96,6 +128,9 @@ class WindowAnalysis:
     posterior_root: torch.Tensor
     cost: float
     iterations: int
+    misfit: float = math.nan
+    n_obs: int = 0
+    dof: float = math.nan
 
 
 @dataclass
@@ -114,12 +149,20 @@ class EnVarResult:
         ``(n_times,)`` minimiser iterations of that window.
     windows
         ``(first, end)`` observation indices of each window.
+    variance_factor
+        ``(n_times,)`` the window's a-posteriori variance factor ``2 J_min / m`` (a
+        diagnostic: about 1 when ``B`` and ``R`` are right).
+    calibration
+        ``(n_times,)`` the variance factor applied to the window's analysis members (1 with
+        ``calibration="none"``).
     """
 
     analysis: torch.Tensor
     mean: torch.Tensor
     cost: torch.Tensor
     iterations: torch.Tensor
+    variance_factor: torch.Tensor
+    calibration: torch.Tensor
     windows: list[tuple[int, int]] = field(default_factory=list)
 
 
@@ -330,11 +373,65 @@ def envar_window(
     states = centers + w @ root.T
     gain = -_jacobians(forward, states[:1], values, inv_std)[0] @ root
     posterior = _normal_power(gain, -0.5, root)
+    singular = torch.linalg.svdvals(gain)
     with torch.no_grad():
-        misfit = _misfits(forward, states[:1], values, inv_std)
-    cost = 0.5 * float(w[0].square().sum() + misfit.square().sum())
+        misfit = float(_misfits(forward, states[:1], values, inv_std).square().sum())
+    cost = 0.5 * (float(w[0].square().sum()) + misfit)
     return WindowAnalysis(states[0].detach(), states[1:].detach(), posterior.detach(), cost,
-                          done)
+                          done, misfit, int((~torch.isnan(values)).sum()),
+                          float((singular.square() / (1.0 + singular.square())).sum()))
+
+
+def calibration_factor(result: WindowAnalysis, calibration: str) -> float:
+    """The variance factor of a window's analysis (see the module docstring).
+
+    ``"variance-factor"``: ``2 J_min / m``; ``"model-error"``: ``1 + (|d_a|^2 - m + p) / p``;
+    ``"none"``: 1. Both estimates are unbiased, 1 in expectation for a perfect
+    linear-Gaussian problem (``E[2 J_min] = m``, ``E|d_a|^2 = m - p``); they may fall below
+    1 (:func:`envar` applies at least 1).
+
+    Examples
+    --------
+    >>> import torch
+    >>> window = WindowAnalysis(torch.zeros(1), torch.zeros(0, 1), torch.ones(1, 1),
+    ...                         cost=100.0, iterations=1, misfit=190.0, n_obs=100, dof=10.0)
+    >>> calibration_factor(window, "variance-factor"), calibration_factor(window, "model-error")
+    (2.0, 11.0)
+    """
+    check_name("calibration", calibration, ENVAR_CALIBRATIONS)
+    if calibration == "none" or result.n_obs == 0:
+        return 1.0
+    if calibration == "variance-factor":
+        return 2.0 * result.cost / result.n_obs
+    if not result.dof > 0:
+        return 1.0
+    return 1.0 + (result.misfit - result.n_obs + result.dof) / result.dof
+
+
+def model_error_factor(result: WindowAnalysis, excess: float, free: float) -> float:
+    """The output variance factor of a window under an unrepresented (model) error.
+
+    ``excess = sum (|d_a|^2 - m + p)`` and ``free = sum (m - p)`` over the windows so far
+    (this one included) estimate the unrepresented variance per observation,
+    ``q = excess / free`` in units of the noise; less one standard error of its sampling
+    noise under a perfect model (``sqrt(2 / free)``), at least 0, it is added to the
+    members' own variance at this window's observations, ``p``:
+    ``1 + q (m - p) / p``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> window = WindowAnalysis(torch.zeros(1), torch.zeros(0, 1), torch.ones(1, 1),
+    ...                         cost=150.0, iterations=1, misfit=290.0, n_obs=200, dof=10.0)
+    >>> round(model_error_factor(window, 100.0, 190.0), 2)  # q = 0.526 - 0.103
+    9.05
+    >>> model_error_factor(window, 10.0, 190.0)  # within the noise of a perfect model
+    1.0
+    """
+    if not (result.dof > 0 and free > 0):
+        return 1.0
+    variance = max(0.0, excess / free - _LOWER_BOUND_SE * math.sqrt(2.0 / free))
+    return 1.0 + variance * (result.n_obs - result.dof) / result.dof
 
 
 def window_plan(n_times: int, window: int) -> list[tuple[int, int]]:
@@ -378,6 +475,7 @@ def envar(
     iterations: int = 10,
     tol: float = 1e-8,
     inflation: float = 1.0,
+    calibration: str = "none",
     bound: Callable[[torch.Tensor], torch.Tensor] | None = None,
     check_gradient: bool = True,
     generator: torch.Generator | None = None,
@@ -411,6 +509,11 @@ def envar(
         Minimiser settings per window.
     inflation
         Multiplicative inflation of each window's background anomalies (>= 1).
+    calibration
+        :data:`ENVAR_CALIBRATIONS`: the analysis members' anomalies about the window's
+        minimiser are scaled by the square root of :func:`calibration_factor` (at least 1;
+        ``"model-error"``: of :func:`model_error_factor`, pooled over the windows so far,
+        the output only).
     bound
         Applied to analysed start states (e.g. keep parameters in their range).
     check_gradient
@@ -435,6 +538,7 @@ def envar(
     # Long by its docstring; the body is the window loop (build, minimise, propagate).
     check_name("control", control, ENVAR_CONTROLS)
     check_name("uncertainty", uncertainty, ENVAR_UNCERTAINTIES)
+    check_name("calibration", calibration, ENVAR_CALIBRATIONS)
     times_t = torch.as_tensor(times, dtype=torch.float64).reshape(-1)
     plan = window_plan(len(times_t), window)
     if (torch.diff(torch.cat([times_t.new_tensor([t0]), times_t])) < 0).any():
@@ -452,7 +556,8 @@ def envar(
     analysis = ensemble.new_full((n_times, n_members, n), math.nan)
     mean_path = ensemble.new_full((n_times, n), math.nan)
     costs, counts = torch.zeros(n_times, dtype=torch.float64), torch.zeros(n_times)
-    start = float(t0)
+    factors, applied = (torch.ones(n_times, dtype=torch.float64) for _ in range(2))
+    start, pooled = float(t0), (0.0, 0.0)
     for number, (first, end) in enumerate(progress(plan) if progress is not None else plan):
         def trajectory(x: torch.Tensor, first: int = first, end: int = end,
                        begin: float = start) -> list[torch.Tensor]:
@@ -497,13 +602,31 @@ def envar(
             draws = (draws - draws.mean(0)) * math.sqrt(n_members / (n_members - 1))
             starts = result.state + draws @ result.posterior_root.T
         state = result.state[None]
+        if calibration == "model-error":  # pooled over the windows so far
+            pooled = (pooled[0] + result.misfit - result.n_obs + result.dof,
+                      pooled[1] + result.n_obs - result.dof)
+            scale = model_error_factor(result, *pooled)
+        else:
+            scale = max(1.0, calibration_factor(result, calibration))
+        calibrated = (result.state + math.sqrt(scale) * (starts - result.state)
+                      if scale > 1.0 else starts)
+        # the variance factor scales B and R alike: the next background too; an unrepresented
+        # (model) error is the output's, not the latent prior's: the next background is the
+        # uncalibrated members
+        chained = calibration != "model-error" or scale == 1.0
+        if chained:
+            starts = calibrated
         if bound is not None:
-            starts, state = bound(starts), bound(state)
+            starts, state, calibrated = bound(starts), bound(state), bound(calibrated)
         with torch.no_grad():
             members_path, centre_path = trajectory(starts), trajectory(state)
+            output_path = members_path if chained else trajectory(calibrated)
         for i, k in enumerate(range(first, end)):
-            analysis[k], mean_path[k] = members_path[i], centre_path[i][0]
+            analysis[k], mean_path[k] = output_path[i], centre_path[i][0]
             costs[k], counts[k] = result.cost, result.iterations
-        ensemble = analysis[end - 1].clone()
+            factors[k] = calibration_factor(result, "variance-factor")
+            applied[k] = scale
+        ensemble = members_path[-1].clone()
         start = float(times_t[end - 1])
-    return EnVarResult(analysis, mean_path, costs, counts, plan)
+    return EnVarResult(analysis, mean_path, costs, counts, factors, applied,
+                       plan)
