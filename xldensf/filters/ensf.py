@@ -78,6 +78,13 @@ import torch
 
 from ..errors import FilterDivergenceError, ParameterError, check_name, expected_found, warn
 from .base import EnsembleFilter, ObservationOperator, Problem
+from .ensf_schedule import (
+    MAX_ADAPTED_STEPS,
+    MAX_GROWTH,
+    log_growth,
+    minimum_stable_steps,
+    silverman_bandwidth,
+)
 
 __all__ = ["EnSF", "PRIOR_SCORES", "LIKELIHOODS", "SAMPLERS", "PAPER_CASES",
            "PAPER_LATENT_SCALE", "PAPER_LATENT_OBS_STD", "minimum_stable_steps",
@@ -98,105 +105,12 @@ PAPER_LATENT_OBS_STD = 0.1
 #: Largest ``n_state x n_obs`` Jacobian formed densely for the stability check of a nonlinear
 #: operator; larger ones use power iteration with Jacobian-vector products.
 DENSE_JACOBIAN_ELEMENTS = 2**22
-#: Most sampler steps ``on_unstable="adapt"`` may use before refusing.
-MAX_ADAPTED_STEPS = 100_000
 #: Largest state size for which the sampler of a linear problem (``"gaussian"`` prior
 #: score, ``"tweedie"`` likelihood, ``jacobian="ensemble"``, a dense matrix operator, no
 #: score clip) runs as one affine map per step (:meth:`EnSF._affine_steps`): its
 #: ``n_state x n_state`` maps are then cheap, and the step is a few tensor operations
 #: instead of some forty (docs/ldensf.md, "Speed").
 AFFINE_STATE_LIMIT = 64
-
-
-def silverman_bandwidth(members: int, dimension: int) -> float:
-    """Silverman's rule for a Gaussian kernel in ``dimension`` dimensions, capped below 1.
-
-    ``h = (4 / ((dimension + 2) members)) ** (1 / (dimension + 4))``, in units of the
-    ensemble's standard deviation.
-
-    Examples
-    --------
-    >>> round(silverman_bandwidth(100, 1), 3)
-    0.422
-    """
-    h = (4.0 / ((dimension + 2) * members)) ** (1.0 / (dimension + 4))
-    return min(h, 0.99)
-
-
-def _schedule_arrays(steps: int, eps_alpha: float, eps_beta: float, power: float = 1.0
-                     ) -> tuple[torch.Tensor, ...]:
-    """``(t, dt, alpha, beta^2, b, sigma^2)`` at the ``steps`` sampler times (float64).
-
-    The times are ``t_k = (1 - k / steps) ** power``, ``dt_k = t_k - t_{k+1}``.
-    """
-    grid = (1.0 - torch.arange(steps + 1, dtype=torch.float64) / steps) ** power
-    t, dt = grid[:-1], grid[:-1] - grid[1:]
-    alpha = 1.0 - (1.0 - eps_alpha) * t
-    beta2 = eps_beta + (1.0 - eps_beta) * t
-    drift = -(1.0 - eps_alpha) / alpha
-    diffusion2 = (1.0 - eps_beta) - 2.0 * drift * beta2
-    return t, dt, alpha, beta2, drift, diffusion2
-
-
-#: Largest amplification of a perturbation along the stiffest direction that counts as
-#: stable (the product of the step factors over the remaining steps).
-MAX_GROWTH = 10.0
-
-
-def _growth(steps: int, eps_alpha: float, eps_beta: float, curvature: float,
-            damped: bool, ode: bool, power: float = 1.0) -> float:
-    """``log max_k prod_{j >= k} |1 - dt_j (b_j + sigma_j^2 kappa_j)|`` over the steps."""
-    t, dt, _, beta2, drift, diffusion2 = _schedule_arrays(steps, eps_alpha, eps_beta, power)
-    kappa = 1.0 / beta2 + ((1.0 - t) * curvature if damped else 0.0)
-    weight = 0.5 if ode else 1.0
-    logs = (1.0 - dt * (drift + weight * diffusion2 * kappa)).abs().log()
-    return float(torch.flip(torch.cumsum(torch.flip(logs, [0]), 0), [0]).max())
-
-
-def minimum_stable_steps(eps_alpha: float, eps_beta: float, curvature: float,
-                         damped: bool = True, ode: bool = False, start: int = 10,
-                         power: float = 1.0) -> int:
-    """The fewest sampler steps, at least ``start``, whose explicit updates are all stable.
-
-    Parameters
-    ----------
-    eps_alpha, eps_beta
-        Schedule constants.
-    curvature
-        Largest eigenvalue of ``J^T R^-1 J`` (the likelihood's curvature).
-    damped
-        Whether the likelihood score is the damped one at the noisy particle (its
-        curvature adds to the prior's); the Tweedie score does not add to it.
-    ode
-        Probability-flow sampler (half the score weight).
-    start
-        Smallest step count considered.
-    power
-        Time grid ``t_k = (1 - k / steps) ** power``.
-
-    Examples
-    --------
-    >>> minimum_stable_steps(0.01, 0.0, 100.0)   # the reference code's latent settings
-    74
-    >>> minimum_stable_steps(0.01, 0.0, 400.0)   # sigma_obs 0.05 instead of 0.1
-    285
-    """
-    def stable(steps: int) -> bool:
-        return (_growth(steps, eps_alpha, eps_beta, curvature, damped, ode, power)
-                <= math.log(MAX_GROWTH))
-
-    # Stability is not monotone in the step count at a handful of steps (the first step
-    # has no likelihood weight): search upward from ``start``.
-    high = max(1, start)
-    while not stable(high):
-        high *= 2
-        if high > 4 * MAX_ADAPTED_STEPS:
-            return high
-    low = max(start, high // 2) - 1
-    while high - low > 1:  # stable(high); not stable(low) or low below start
-        middle = (low + high) // 2
-        low, high = (low, middle) if stable(middle) else (middle, high)
-    return high
 
 
 @dataclass
@@ -438,7 +352,7 @@ class EnSF(EnsembleFilter):
         if self.on_unstable == "keep":
             return self.steps
         damped, ode = self.likelihood == "damped", self.sampler == "ode"
-        if _growth(self.steps, self.eps_alpha, self.eps_beta, curvature, damped, ode,
+        if log_growth(self.steps, self.eps_alpha, self.eps_beta, curvature, damped, ode,
                    self.time_power) <= math.log(MAX_GROWTH):
             return self.steps
         needed = minimum_stable_steps(self.eps_alpha, self.eps_beta, curvature, damped, ode,
