@@ -83,6 +83,7 @@ from .ensf_schedule import (
     MAX_GROWTH,
     log_growth,
     minimum_stable_steps,
+    noise_schedule,
     silverman_bandwidth,
 )
 
@@ -313,11 +314,7 @@ class EnSF(EnsembleFilter):
         >>> EnSF(eps_alpha=0.5, eps_beta=0.0).schedule(1.0)
         (0.5, 1.0, -1.0, 3.0)
         """
-        alpha = 1.0 - (1.0 - self.eps_alpha) * t
-        beta2 = self.eps_beta + (1.0 - self.eps_beta) * t
-        drift = -(1.0 - self.eps_alpha) / alpha
-        diffusion2 = (1.0 - self.eps_beta) - 2.0 * drift * beta2
-        return alpha, beta2, drift, diffusion2
+        return noise_schedule(t, self.eps_alpha, self.eps_beta)
 
     def memory_estimate(self, batch: int, members: int, n_state: int, n_obs: int,
                         itemsize: int = 8) -> float:
@@ -507,10 +504,7 @@ class EnSF(EnsembleFilter):
         steps = len(times) - 1
         t = torch.tensor(times[:-1], dtype=wide, device=device)
         dt = t - torch.tensor(times[1:], dtype=wide, device=device)
-        alpha = 1.0 - (1.0 - self.eps_alpha) * t
-        beta2 = self.eps_beta + (1.0 - self.eps_beta) * t
-        drift = -(1.0 - self.eps_alpha) / alpha
-        diffusion2 = (1.0 - self.eps_beta) - 2.0 * drift * beta2
+        alpha, beta2, drift, diffusion2 = noise_schedule(t, self.eps_alpha, self.eps_beta)
         weight = diffusion2 if self.sampler == "sde" else 0.5 * diffusion2
         alpha, beta2 = alpha[:, None, None], beta2[:, None, None]          # (S, 1, 1)
         basis, variance = moments.basis.to(wide), moments.variance.to(wide)  # (b,k,d), (b,k)

@@ -11,10 +11,12 @@ finds the fewest steps whose product of those factors stays below :data:`MAX_GRO
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 
-__all__ = ["minimum_stable_steps", "silverman_bandwidth", "MAX_ADAPTED_STEPS", "MAX_GROWTH"]
+__all__ = ["noise_schedule", "minimum_stable_steps", "silverman_bandwidth", "MAX_ADAPTED_STEPS",
+           "MAX_GROWTH"]
 
 #: Most sampler steps ``on_unstable="adapt"`` may use before refusing.
 MAX_ADAPTED_STEPS = 100_000
@@ -38,6 +40,24 @@ def silverman_bandwidth(members: int, dimension: int) -> float:
     return min(h, 0.99)
 
 
+def noise_schedule(t: Any, eps_alpha: float, eps_beta: float) -> tuple[Any, Any, Any, Any]:
+    """``(alpha_t, beta_t^2, b(t), sigma^2(t))`` at pseudo-time ``t`` (a float or a tensor).
+
+    ``alpha = 1 - (1 - eps_alpha) t``, ``beta^2 = eps_beta + (1 - eps_beta) t``, the drift
+    ``b = -(1 - eps_alpha) / alpha`` and ``sigma^2 = (1 - eps_beta) - 2 b beta^2``.
+
+    Examples
+    --------
+    >>> noise_schedule(1.0, 0.5, 0.0)
+    (0.5, 1.0, -1.0, 3.0)
+    """
+    alpha = 1.0 - (1.0 - eps_alpha) * t
+    beta2 = eps_beta + (1.0 - eps_beta) * t
+    drift = -(1.0 - eps_alpha) / alpha
+    diffusion2 = (1.0 - eps_beta) - 2.0 * drift * beta2
+    return alpha, beta2, drift, diffusion2
+
+
 def _schedule_arrays(steps: int, eps_alpha: float, eps_beta: float, power: float = 1.0
                      ) -> tuple[torch.Tensor, ...]:
     """``(t, dt, alpha, beta^2, b, sigma^2)`` at the ``steps`` sampler times (float64).
@@ -46,11 +66,7 @@ def _schedule_arrays(steps: int, eps_alpha: float, eps_beta: float, power: float
     """
     grid = (1.0 - torch.arange(steps + 1, dtype=torch.float64) / steps) ** power
     t, dt = grid[:-1], grid[:-1] - grid[1:]
-    alpha = 1.0 - (1.0 - eps_alpha) * t
-    beta2 = eps_beta + (1.0 - eps_beta) * t
-    drift = -(1.0 - eps_alpha) / alpha
-    diffusion2 = (1.0 - eps_beta) - 2.0 * drift * beta2
-    return t, dt, alpha, beta2, drift, diffusion2
+    return (t, dt, *noise_schedule(t, eps_alpha, eps_beta))
 
 
 def log_growth(steps: int, eps_alpha: float, eps_beta: float, curvature: float,
