@@ -220,8 +220,29 @@ def _log_mixture_density(u: torch.Tensor, generations: list[dict[str, Any]]) -> 
     return torch.logsumexp(torch.stack(parts), dim=0)
 
 
+def _tempered(weights: torch.Tensor, ess_least: float) -> torch.Tensor:
+    """``weights ** beta`` renormalised, with the largest ``beta`` in ``(0, 1]`` (bisection)
+    whose effective sample size is at least ``ess_least``: a proposal fitted to a few heavy
+    particles would collapse onto them, a tempered one covers their neighbourhood."""
+    def normalised(beta: float) -> torch.Tensor:
+        log_w = beta * torch.log(weights.clamp_min(1e-300))
+        return torch.softmax(torch.where(weights > 0, log_w, -math.inf), dim=0)
+
+    def ess(w: torch.Tensor) -> float:
+        return float(1.0 / (w ** 2).sum())
+
+    if ess(weights) >= ess_least:
+        return weights
+    low, high = 0.0, 1.0
+    for _ in range(40):
+        middle = 0.5 * (low + high)
+        low, high = (middle, high) if ess(normalised(middle)) >= ess_least else (low, middle)
+    return normalised(low)
+
+
 def _draw_refinement(u: torch.Tensor, weights: torch.Tensor, count: int,
                      generator: torch.Generator) -> tuple[torch.Tensor, dict[str, Any]]:
+    weights = _tempered(weights, REFINE_CENTRES)
     mean = weights @ u
     centred = u - mean
     cov = (weights[:, None] * centred).T @ centred + 1e-12 * torch.eye(2, dtype=u.dtype)
@@ -259,12 +280,12 @@ def reference_posterior(model: Any, operators: list[Any], values: torch.Tensor,
         loglik[index] += frame_log_likelihood(model, operators[k], values[k], stds[k],
                                               latents[index, k])
         evaluations += len(index)
-        for _ in range(max_refinements):
+        for refinement in range(max_refinements + 1):
             log_w = torch.where(alive, loglik - _log_mixture_density(u, generations),
                                 torch.tensor(-math.inf, dtype=torch.float64))
             weights = torch.softmax(log_w, dim=0)
             ess = float(1.0 / (weights ** 2).sum())
-            if ess >= ess_target or len(generations) > max_refinements:
+            if ess >= ess_target or refinement == max_refinements:
                 break
             new_u, generation = _draw_refinement(u, weights, refine, generator)
             new_inside = (new_u.abs() <= 1).all(dim=1)
@@ -370,7 +391,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="Sobol particles of the reference's first generation")
     parser.add_argument("--refine", type=int, default=1000,
                         help="particles per refinement generation")
-    parser.add_argument("--max-refinements", type=int, default=12)
+    parser.add_argument("--max-refinements", type=int, default=12,
+                        help="refinement generations per frame, at most")
     parser.add_argument("--ess-target", type=float, default=500.0)
     parser.add_argument("--prune", type=float, default=30.0,
                         help="drop particles this many nats below the best")
