@@ -70,7 +70,7 @@ class _PatchedObs:
         return getattr(self._obs, name)
 
 
-def dapper_worker(data_path: str, out_path: str) -> None:
+def dapper_worker(data_path: str, out_path: str, dko: int = DKO) -> None:
     """Run DAPPER's Var4D on the saved data (inside DAPPER's environment)."""
     import dapper
     import dapper.da_methods as da
@@ -80,9 +80,10 @@ def dapper_worker(data_path: str, out_path: str) -> None:
 
     dapper.tools.progressbar.disable_progbar = True
     data = dict(np.load(data_path))
+    dko = int(data.get("dko", dko))
     truth, observations = data["xx"], data["yy"]
     n_state, cycles = truth.shape[1], observations.shape[0]
-    tseq = modelling.Chronology(DT, dko=DKO, Ko=cycles - 1, BurnIn=BURN_IN_TIME)
+    tseq = modelling.Chronology(DT, dko=dko, Ko=cycles - 1, BurnIn=BURN_IN_TIME)
     dynamics = {"M": n_state, "model": step, "linear": dstep_dx, "noise": 0}
     observation = modelling.partial_Id_Obs(n_state, np.arange(n_state))
     observation["noise"] = 1.0
@@ -102,20 +103,20 @@ def dapper_worker(data_path: str, out_path: str) -> None:
         json.dump({"dapper_version": dapper.__version__, "results": results}, file, indent=1)
 
 
-def make_data(cycles: int, seed: int) -> dict:
-    """Truth at every step, observations every DKO steps (absolute std 1), background."""
+def make_data(cycles: int, seed: int, dko: int = DKO) -> dict:
+    """Truth at every step, observations every ``dko`` steps (absolute std 1), background."""
     import xldensf as xl
     from xldensf.conventions import units
 
-    truth = xl.simulate("lorenz96", runs=1, seed=seed, n_outputs=cycles * DKO + 1,
+    truth = xl.simulate("lorenz96", runs=1, seed=seed, n_outputs=cycles * dko + 1,
                         forcing_prior=(8.0, 8.0), progress=False).isel(run=0)
-    obs = truth.isel(time=slice(DKO, None, DKO)).ldensf.observe(
+    obs = truth.isel(time=slice(dko, None, dko)).ldensf.observe(
         stations="40", noise=units.Quantity(1.0, "dimensionless"), seed=seed)
     xx = truth["x"].values
     rng = np.random.default_rng(seed)
     mu = xx[0] + np.sqrt(0.001) * rng.standard_normal(xx.shape[1])  # DAPPER's X0 law
     return {"truth": truth, "obs": obs, "xx": xx, "yy": obs["x"].values,
-            "mu": mu, "B": np.cov(xx.T)}
+            "mu": mu, "B": np.cov(xx.T), "dko": dko}
 
 
 def run_xldensf(data: dict) -> list[dict]:
@@ -124,7 +125,7 @@ def run_xldensf(data: dict) -> list[dict]:
 
     prior = data["truth"].isel(time=0).copy()
     prior["x"] = prior["x"].copy(data=data["mu"])
-    truth_at_obs = data["xx"][DKO::DKO]
+    truth_at_obs = data["xx"][data["dko"]::data["dko"]]
     keep = data["obs"]["time"].values > BURN_IN_TIME + 1e-9
     results = []
     for label, lag, xb, published in CONFIGS:
@@ -148,7 +149,8 @@ def run_dapper(data: dict, python: str) -> dict | None:
     """DAPPER on the same data in its own interpreter; None if it cannot run."""
     with tempfile.TemporaryDirectory() as folder:
         data_path, out_path = os.path.join(folder, "data.npz"), os.path.join(folder, "o.json")
-        np.savez(data_path, xx=data["xx"], yy=data["yy"], mu=data["mu"], B=data["B"])
+        np.savez(data_path, xx=data["xx"], yy=data["yy"], mu=data["mu"], B=data["B"],
+                 dko=data["dko"])
         env = {**os.environ, "PYTHONPATH": "", "OMP_NUM_THREADS": "1", "MPLBACKEND": "agg"}
         process = subprocess.run([python, __file__, "--dapper-worker", data_path, out_path],
                                  env=env, capture_output=True, text=True, check=False)
@@ -158,9 +160,9 @@ def run_dapper(data: dict, python: str) -> dict | None:
             return json.load(file)
 
 
-def write(record: dict) -> None:
+def write(record: dict, stem: str = "var4d_lorenz96") -> None:
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "var4d_lorenz96.json").write_text(json.dumps(record, indent=1) + "\n")
+    (RESULTS / f"{stem}.json").write_text(json.dumps(record, indent=1) + "\n")
     dapper = {row["label"]: row for row in (record.get("dapper") or {}).get("results", [])}
     lines = ["# 4D-Var on Lorenz-96: xldensf vs DAPPER Var4D", "",
              f"Command: `{record['command']}`", "", record["setting"], "",
@@ -177,7 +179,7 @@ def write(record: dict) -> None:
                      f"{'yes' if row['within_10_percent_of_published'] else 'no'} |")
     lines += ["", f"DAPPER version: {(record.get('dapper') or {}).get('dapper_version', 'n/a')}"
               f"; xldensf {record['xldensf_version']}; torch {record['torch_version']}.", ""]
-    (RESULTS / "var4d_lorenz96.md").write_text("\n".join(lines))
+    (RESULTS / f"{stem}.md").write_text("\n".join(lines))
 
 
 def main() -> None:
@@ -186,6 +188,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--dapper-python", default=None)
     parser.add_argument("--dapper-worker", nargs=2, metavar=("DATA", "OUT"))
+    parser.add_argument("--dko", type=int, default=DKO,
+                        help="model steps between observations (sakov2008 itself: 1)")
+    parser.add_argument("--output", default="var4d_lorenz96",
+                        help="file stem in benchmarks/results/")
     args = parser.parse_args()
     if args.dapper_worker:
         dapper_worker(*args.dapper_worker)
@@ -194,11 +200,11 @@ def main() -> None:
 
     import xldensf as xl
 
-    data = make_data(args.cycles, args.seed)
+    data = make_data(args.cycles, args.seed, args.dko)
     record = {
         "command": "OMP_NUM_THREADS=1 PYTHONPATH=$PWD python benchmarks/var4d_lorenz96.py "
                    + " ".join(sys.argv[1:]),
-        "setting": (f"N = 40, F = 8, dt = {DT}, all variables observed every {DKO} steps, "
+        "setting": (f"N = 40, F = 8, dt = {DT}, all variables observed every {args.dko} steps, "
                     f"R = I, {args.cycles} cycles, RMSE averaged over analysis times after "
                     f"t = {BURN_IN_TIME:g}; B = xB * climatological covariance of the truth; "
                     "Gauss-Newton, 10 iterations per window; seed "
@@ -208,7 +214,7 @@ def main() -> None:
         "xldensf": run_xldensf(data),
         "dapper": run_dapper(data, args.dapper_python) if args.dapper_python else None,
     }
-    write(record)
+    write(record, args.output)
 
 
 if __name__ == "__main__":

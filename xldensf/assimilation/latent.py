@@ -67,12 +67,13 @@ from ..errors import (
 from ..filters import cycle, get_filter, particle_start_cycle
 from ..filters.ensf import PAPER_CASES, EnSF
 from ..filters.inflation import AdaptiveInflation
+from ..filters.model_error import AdaptiveModelError
 from ..filters.wrappers import BoundedAnalysis, StandardizedAnalysis
 from ..options import resolve_seed
 from ..surrogate import LatentModel
 from ..surrogate.dataset import frame_indices
 from .latent_output import OUTPUTS, latent_ensemble_dataset
-from .latent_prior import candidate_prior, training_latent_box
+from .latent_prior import candidate_prior, training_latent_box, training_latent_spread
 from .likelihoods import (
     LIKELIHOODS,
     check_obs_std,
@@ -125,6 +126,8 @@ DEFAULT_LATENT_MEMBERS = 200
 #: latent dynamics are deterministic and the parameters persist, so without it the
 #: ensemble loses its spread over the cycles (docs/ldensf.md).
 DEFAULT_LATENT_INFLATION = 1.1
+#: Additive model errors of the latent filters (setting ``model_error``; docs/twin.md).
+MODEL_ERRORS = ("adaptive",)
 #: Default sampler steps of the default latent EnSF (``steps=`` overrides): with the
 #: Gaussian prior score and the ensemble-linearised decoder the posterior of each analysis
 #: is Gaussian, and 20 steps on the grid :data:`DEFAULT_LATENT_TIME_POWER` give its mean to
@@ -425,6 +428,9 @@ def assimilate_latent(
     if paper:
         parameter_update = "regression"  # the member score has no cross-covariance
     # inflation="adaptive": AdaptiveInflation of the forecast around a kernel without any
+    model_error = settings.pop("model_error", None)  # an additive term around the kernel
+    if model_error is not None:
+        check_name("model_error", model_error, MODEL_ERRORS)
     inflation = settings.get("inflation", DEFAULT_LATENT_INFLATION
                              if (method, analysis) == ("ld-ensf", "bayesian") else None)
     adaptive = isinstance(inflation, str) and check_name("inflation", inflation,
@@ -438,6 +444,8 @@ def assimilate_latent(
         recorded["start_candidates"] = int(start_candidates)
     if adaptive:
         recorded["inflation"] = "adaptive"
+    if model_error is not None:
+        recorded["model_error"] = model_error
     if method == "ld-ensf":
         recorded.update(standardize=standardize and not paper)
         if likelihood == "decoder":
@@ -454,6 +462,9 @@ def assimilate_latent(
                            regressed, linearize, standardize)
     if adaptive:  # the forecast inflated before the kernel, which has none
         kernel = inflator = AdaptiveInflation(kernel)
+    if model_error is not None:  # noise N(0, alpha Q) on the latent state, not the parameters
+        kernel = error_model = AdaptiveModelError(kernel, torch.cat([
+            training_latent_spread(model), torch.zeros(model.n_parameters, dtype=torch.float64)]))
     if likelihood == "decoder":
         check_obs_std(problem)
         operators, values = decoder_operators(model, problem, geometry, variable_indices)
@@ -543,6 +554,9 @@ def assimilate_latent(
         attrs["xldensf_start_handover"] = int(result.handover)
     if adaptive:  # the factor on the forecast's spread at each cycle the filter analysed
         attrs["xldensf_inflation_factors"] = json.dumps([round(f, 4) for f in inflator.factors])
+    if model_error is not None:  # alpha of the additive model error at each analysed cycle
+        attrs["xldensf_model_error_variances"] = json.dumps(
+            [float(f"{value:.4g}") for value in error_model.variances])
     ensembles = {"": result.analysis}
     if return_forecasts:
         ensembles["_forecast"] = result.forecast

@@ -13,11 +13,42 @@ import torch
 from ..filters import CandidatePrior
 from ..surrogate import LatentModel
 
-__all__ = ["candidate_prior", "training_latent_box"]
+__all__ = ["candidate_prior", "training_latent_box", "training_latent_spread"]
 
 #: Parameter sets (a Sobol sequence over ``[-1, 1]``) whose latent trajectories span the
 #: box of the training latents.
 _BOX_SAMPLES = 512
+
+
+def _trained_latents(model: LatentModel) -> torch.Tensor:
+    """The latent trajectories ``(samples, frames, latent_dim)`` of a fixed Sobol sequence
+    of parameters over ``[-1, 1]`` (the training runs' range)."""
+    sobol = torch.quasirandom.SobolEngine(model.n_parameters, scramble=True, seed=0)
+    parameters = (2 * sobol.draw(_BOX_SAMPLES, dtype=torch.float64) - 1).to(model.dtype)
+    with torch.no_grad():
+        return model.unroll(parameters.to(model.device)).cpu()
+
+
+def training_latent_spread(model: LatentModel) -> torch.Tensor:
+    """Standard deviation ``(latent_dim,)`` of the latent state across the trained parameter
+    range: the root of the variance across parameters, averaged over the training frames.
+
+    The shape of the additive model error of the latent filters (``model_error=``,
+    :class:`~xldensf.filters.AdaptiveModelError`): the variability the parameters cause.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from xldensf.surrogate import LatentModel, LDNetConfig, SurrogateMetadata
+    >>> meta = SurrogateMetadata(variables=("h",), coordinate_names=("x",),
+    ...     times=(0.0, 1.0, 2.0), parameters=("c",), parameter_ranges=((0.0, 1.0),))
+    >>> model = LatentModel(LDNetConfig.small().replace(latent_dim=3), meta,
+    ...                     torch.rand(6, 1))
+    >>> spread = training_latent_spread(model)
+    >>> spread.shape, bool((spread >= 0).all())
+    (torch.Size([3]), True)
+    """
+    return _trained_latents(model).to(torch.float64).var(dim=0).mean(dim=0).sqrt()
 
 
 def training_latent_box(model: LatentModel, margin: float = 0.0) -> tuple[torch.Tensor,
@@ -41,10 +72,7 @@ def training_latent_box(model: LatentModel, margin: float = 0.0) -> tuple[torch.
     >>> lower.shape, bool((lower < upper).all())
     (torch.Size([3]), True)
     """
-    sobol = torch.quasirandom.SobolEngine(model.n_parameters, scramble=True, seed=0)
-    parameters = (2 * sobol.draw(_BOX_SAMPLES, dtype=torch.float64) - 1).to(model.dtype)
-    with torch.no_grad():
-        latents = model.unroll(parameters.to(model.device)).flatten(0, -2).cpu()
+    latents = _trained_latents(model).flatten(0, -2)
     lower, upper = latents.amin(dim=0), latents.amax(dim=0)
     width = upper - lower
     return lower - margin * width, upper + margin * width

@@ -16,7 +16,8 @@ Each filter is a frozen dataclass of its settings with one
     No analysis: the forecasts alone (:class:`FreeRun`), the floor of every comparison.
 
 :class:`AdaptiveInflation` wraps any of them with a multiplicative inflation of the
-forecast estimated each cycle from the innovations. :func:`cycle` runs forecast/analysis
+forecast estimated each cycle from the innovations, :class:`AdaptiveModelError` with an
+additive model error estimated the same way. :func:`cycle` runs forecast/analysis
 cycles with any of them; :func:`particle_start_cycle`
 the same after a tempered (and optionally resample-move) particle start on many prior
 draws (cheap forecasts only).
@@ -46,6 +47,7 @@ from .free_run import FreeRun
 from .inflation import AdaptiveInflation, innovation_inflation
 from .letkf import LETKF
 from .localization import gaspari_cohn, localization_weights, pairwise_distance
+from .model_error import AdaptiveModelError
 from .particle_start import CandidatePrior, ParticleStartResult, particle_start_cycle
 
 __all__ = [
@@ -66,6 +68,7 @@ __all__ = [
     "inflate",
     "AdaptiveInflation",
     "innovation_inflation",
+    "AdaptiveModelError",
     "gaspari_cohn",
     "pairwise_distance",
     "localization_weights",
