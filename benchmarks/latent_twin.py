@@ -94,6 +94,10 @@ METHODS: dict[str, tuple[dict[str, Any], str]] = {
     "ld-ensf-standardized-adaptive-100": ({"standardize": True, "inflation": "adaptive",
                                            "steps": 100},
                                           "standardised, adaptive inflation, 100 steps"),
+    "ld-ensf-standardized-100-model-error": ({"standardize": True, "steps": 100,
+                                              "model_error": "adaptive"},
+                                             "standardised, 100 steps, inflation 1.1, "
+                                             "adaptive additive model error"),
     "etkf": ({"method": "etkf"}, "latent ETKF (same latent problem)"),
     "nudge": ({"prior_score": "member", "center_noise": False, "time_power": 1.0,
                "eps_alpha": 0.5, "eps_beta": 0.0},

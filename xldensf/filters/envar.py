@@ -32,12 +32,12 @@ observation noise, ``|d_a|^2 - (m - p)`` with ``p = sum s^2 / (1 + s^2)`` the an
 degrees of freedom (``s`` the singular values of ``G``), taken as the variance of an error
 the model cannot represent and added to the members' own variance at the observations,
 ``p``: per observation ``q = (|d_a|^2 - m + p) / (m - p)`` in units of the noise, pooled
-over the windows so far and less one standard error of its sampling noise
-(``sqrt(2 / sum (m - p))``, a one-sided 84 % lower bound, so that a perfect model is
-nearly left alone), the output members' anomalies scaled by ``sqrt(1 + max(0, q) (m - p) / p)``
-(:func:`model_error_factor`); the next window starts from the uncalibrated members. Both
-single-window factors (:func:`calibration_factor`) are 1 in expectation for a perfect
-linear-Gaussian problem.
+over the windows so far (none before the second window) and less one standard error of
+its sampling noise (``sqrt(2 / sum (m - p))``, a one-sided 84 % lower bound, so that a
+perfect model is nearly left alone), the output members' anomalies scaled by
+``sqrt(1 + max(0, q) (m - p) / p)`` (:func:`model_error_factor`); the next window starts
+from the uncalibrated members. Both single-window factors (:func:`calibration_factor`) are
+1 in expectation for a perfect linear-Gaussian problem.
 
 Windows are chained: window ``j`` holds ``window`` consecutive observation times and its
 start is the previous window's last observation time (``t0`` for the first); the analysis
@@ -455,7 +455,7 @@ def envar(
         :data:`ENVAR_CALIBRATIONS`: the analysis members' anomalies about the window's
         minimiser are scaled by the square root of :func:`calibration_factor` (at least 1;
         ``"model-error"``: of :func:`model_error_factor`, pooled over the windows so far,
-        the output only).
+        from the second window on, the output only).
     bound
         Applied to analysed start states (e.g. keep parameters in their range).
     check_gradient
@@ -499,7 +499,7 @@ def envar(
     mean_path = ensemble.new_full((n_times, n), math.nan)
     costs, counts = torch.zeros(n_times, dtype=torch.float64), torch.zeros(n_times)
     factors, applied = (torch.ones(n_times, dtype=torch.float64) for _ in range(2))
-    start, pooled = float(t0), (0.0, 0.0)
+    start, pooled = float(t0), (0.0, 0.0, 0)
     for number, (first, end) in enumerate(progress(plan) if progress is not None else plan):
         def trajectory(x: torch.Tensor, first: int = first, end: int = end,
                        begin: float = start) -> list[torch.Tensor]:
@@ -546,7 +546,7 @@ def envar(
         state = result.state[None]
         if calibration == "model-error":  # pooled over the windows so far
             pooled = (pooled[0] + result.misfit - result.n_obs + result.dof,
-                      pooled[1] + result.n_obs - result.dof)
+                      pooled[1] + result.n_obs - result.dof, pooled[2] + 1)
             scale = model_error_factor(result, *pooled)
         else:
             scale = max(1.0, calibration_factor(result, calibration))

@@ -18,7 +18,8 @@ from ..errors import check_name
 if TYPE_CHECKING:
     from .envar import WindowAnalysis
 
-__all__ = ["ENVAR_CALIBRATIONS", "calibration_factor", "model_error_factor"]
+__all__ = ["ENVAR_CALIBRATIONS", "MIN_POOLED_WINDOWS", "calibration_factor",
+           "model_error_factor"]
 
 #: Calibrations of the analysis spread: none, the a-posteriori variance factor from the
 #: minimised cost, or an unrepresented (model) error from the misfit above the noise.
@@ -27,6 +28,11 @@ ENVAR_CALIBRATIONS = ("none", "variance-factor", "model-error")
 #: 1 keeps a perfect linear twin within 4 % of its uncalibrated spread/skill, 2 leaves it
 #: alone but the quick tsunami at 0.63; docs/latent_envar.md).
 _LOWER_BOUND_SE = 1.0
+#: Windows pooled before an unrepresented variance is estimated: one window's misfit is
+#: correlated across its stations and times far beyond the independent-noise standard
+#: error, and on the quick atmosphere (two windows) it set factors 3-4 on two truths whose
+#: uncalibrated spread was already right (docs/latent_envar.md, "Spread calibration").
+MIN_POOLED_WINDOWS = 2
 
 
 def calibration_factor(result: WindowAnalysis, calibration: str) -> float:
@@ -56,11 +62,13 @@ def calibration_factor(result: WindowAnalysis, calibration: str) -> float:
     return 1.0 + (result.misfit - result.n_obs + result.dof) / result.dof
 
 
-def model_error_factor(result: WindowAnalysis, excess: float, free: float) -> float:
+def model_error_factor(result: WindowAnalysis, excess: float, free: float,
+                       windows: int) -> float:
     """The output variance factor of a window under an unrepresented (model) error.
 
-    ``excess = sum (|d_a|^2 - m + p)`` and ``free = sum (m - p)`` over the windows so far
-    (this one included) estimate the unrepresented variance per observation,
+    ``excess = sum (|d_a|^2 - m + p)`` and ``free = sum (m - p)`` over the ``windows``
+    windows so far (this one included; 1 until :data:`MIN_POOLED_WINDOWS` are pooled)
+    estimate the unrepresented variance per observation,
     ``q = excess / free`` in units of the noise; less one standard error of its sampling
     noise under a perfect model (``sqrt(2 / free)``), at least 0, it is added to the
     members' own variance at this window's observations, ``p``:
@@ -72,12 +80,14 @@ def model_error_factor(result: WindowAnalysis, excess: float, free: float) -> fl
     >>> from xldensf.filters.envar import WindowAnalysis
     >>> window = WindowAnalysis(torch.zeros(1), torch.zeros(0, 1), torch.ones(1, 1),
     ...                         cost=150.0, iterations=1, misfit=290.0, n_obs=200, dof=10.0)
-    >>> round(model_error_factor(window, 100.0, 190.0), 2)  # q = 0.526 - 0.103
+    >>> round(model_error_factor(window, 100.0, 190.0, 2), 2)  # q = 0.526 - 0.103
     9.05
-    >>> model_error_factor(window, 10.0, 190.0)  # within the noise of a perfect model
+    >>> model_error_factor(window, 10.0, 190.0, 2)  # within the noise of a perfect model
+    1.0
+    >>> model_error_factor(window, 100.0, 190.0, 1)  # one window: no estimate yet
     1.0
     """
-    if not (result.dof > 0 and free > 0):
+    if windows < MIN_POOLED_WINDOWS or not (result.dof > 0 and free > 0):
         return 1.0
     variance = max(0.0, excess / free - _LOWER_BOUND_SE * math.sqrt(2.0 / free))
     return 1.0 + variance * (result.n_obs - result.dof) / result.dof

@@ -65,6 +65,9 @@ DEFAULT_MODEL_ERROR_MEMORY = 0.9
 #: Default number of probe draws that estimate ``tr(G)`` (its relative sampling error is
 #: about ``sqrt(2 / probes)`` for a rank-one ``G``, less for a wider one).
 DEFAULT_MODEL_ERROR_PROBES = 64
+#: Default standard errors taken off the pooled excess (a one-sided lower bound, as the
+#: latent smoother's :data:`~xldensf.filters.envar_calibration._LOWER_BOUND_SE`).
+DEFAULT_MODEL_ERROR_LOWER_BOUND_SE = 1.0
 #: Default size of the probes relative to ``Q``'s standard deviations (small: the
 #: operator's local linearisation, not its response to the whole prior spread).
 DEFAULT_MODEL_ERROR_PROBE_STEP = 0.1
@@ -90,6 +93,8 @@ class AdaptiveModelError:
         Number of probe draws for ``tr(G)`` (at least 2).
     probe_step
         Size of the probes relative to ``scale``.
+    lower_bound_se
+        Standard errors of the pooled excess under a perfect model taken off (>= 0).
 
     Attributes
     ----------
@@ -113,7 +118,8 @@ class AdaptiveModelError:
     def __init__(self, kernel: Any, scale: torch.Tensor, *,
                  memory: float = DEFAULT_MODEL_ERROR_MEMORY,
                  probes: int = DEFAULT_MODEL_ERROR_PROBES,
-                 probe_step: float = DEFAULT_MODEL_ERROR_PROBE_STEP) -> None:
+                 probe_step: float = DEFAULT_MODEL_ERROR_PROBE_STEP,
+                 lower_bound_se: float = DEFAULT_MODEL_ERROR_LOWER_BOUND_SE) -> None:
         scale = torch.as_tensor(scale)
         if scale.ndim != 1 or not bool(((scale >= 0) & torch.isfinite(scale)).all()) \
                 or not bool((scale > 0).any()):
@@ -126,9 +132,13 @@ class AdaptiveModelError:
             raise ParameterError(expected_found("probes", "an integer >= 2", probes))
         if not 0 < probe_step < math.inf:
             raise ParameterError(expected_found("probe_step", "a positive number", probe_step))
+        if not 0 <= lower_bound_se < math.inf:
+            raise ParameterError(expected_found("lower_bound_se", "a number >= 0",
+                                                lower_bound_se))
         self.kernel, self.name = kernel, getattr(kernel, "name", type(kernel).__name__)
         self.scale, self.memory = scale, float(memory)
         self.probes, self.probe_step = probes, float(probe_step)
+        self.lower_bound_se = float(lower_bound_se)
         self._pooled: tuple[torch.Tensor, ...] | None = None  # E, T, V of the docstring
         self.variances: list[float] = []
         self.estimates: list[float] = []
@@ -172,7 +182,8 @@ class AdaptiveModelError:
         pooled_excess, pooled_trace, pooled_variance = self._pooled
         informative = pooled_trace > 0
         safe = torch.where(informative, pooled_trace, torch.ones_like(pooled_trace))
-        alpha = torch.where(informative, (pooled_excess - pooled_variance.sqrt()) / safe, 0.0)
+        alpha = torch.where(informative, (pooled_excess - self.lower_bound_se
+                                         * pooled_variance.sqrt()) / safe, 0.0)
         alpha = alpha.clamp(min=0.0)
         self.variances.append(float(alpha.mean()))
         self.estimates.append(float((excess / torch.where(trace > 0, trace, 1.0)).mean()))
