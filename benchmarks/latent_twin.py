@@ -94,6 +94,13 @@ METHODS: dict[str, tuple[dict[str, Any], str]] = {
     "ld-ensf-standardized-adaptive-100": ({"standardize": True, "inflation": "adaptive",
                                            "steps": 100},
                                           "standardised, adaptive inflation, 100 steps"),
+    "ld-ensf-standardized-model-error": ({"standardize": True, "model_error": "adaptive"},
+                                         "standardised, inflation 1.1, adaptive additive "
+                                         "model error"),
+    "ld-ensf-standardized-inflation1-model-error": ({"standardize": True, "inflation": 1.0,
+                                                     "model_error": "adaptive"},
+                                                    "standardised, no inflation, adaptive "
+                                                    "additive model error"),
     "ld-ensf-standardized-100-model-error": ({"standardize": True, "steps": 100,
                                               "model_error": "adaptive"},
                                              "standardised, 100 steps, inflation 1.1, "

@@ -515,3 +515,17 @@ def test_adaptive_model_error_option(linear_model):
     assert sum(value == 0 for value in variances) >= 0.8 * len(variances)
     with pytest.raises(xl.UnknownNameError, match="model_error.*'adaptive'"):
         observations.ldensf.assimilate(linear_model, members=4, model_error="additive")
+
+
+def test_model_error_settings_mapping(linear_model):
+    """A mapping sets AdaptiveModelError's keywords (recorded); unknown keys are refused."""
+    import json
+
+    _, observations = linear_observations(linear_model, 2.4, stations=4, noise=0.3)
+    run = observations.ldensf.assimilate(linear_model, method="etkf", members=20, seed=0,
+                                         start="prior",
+                                         model_error={"lower_bound_se": 0.0, "memory": 0.5})
+    recorded = json.loads(run.attrs["xldensf_settings"])["model_error"]
+    assert recorded == {"kind": "adaptive", "lower_bound_se": 0.0, "memory": 0.5}
+    with pytest.raises(xl.ConfigurationError, match="model_error settings.*'scale'"):
+        observations.ldensf.assimilate(linear_model, members=4, model_error={"scale": 1.0})

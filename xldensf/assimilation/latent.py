@@ -50,6 +50,7 @@ import dataclasses
 import json
 import math
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -128,6 +129,8 @@ DEFAULT_LATENT_MEMBERS = 200
 DEFAULT_LATENT_INFLATION = 1.1
 #: Additive model errors of the latent filters (setting ``model_error``; docs/twin.md).
 MODEL_ERRORS = ("adaptive",)
+#: Keywords of :class:`~xldensf.filters.AdaptiveModelError` a ``model_error`` mapping may set.
+MODEL_ERROR_SETTINGS = ("memory", "probes", "probe_step", "lower_bound_se")
 #: Default sampler steps of the default latent EnSF (``steps=`` overrides): with the
 #: Gaussian prior score and the ensemble-linearised decoder the posterior of each analysis
 #: is Gaussian, and 20 steps on the grid :data:`DEFAULT_LATENT_TIME_POWER` give its mean to
@@ -344,7 +347,12 @@ def assimilate_latent(
         ``inflation="adaptive"`` (any method): no fixed inflation; the forecast anomalies
         are inflated before each analysis by a factor estimated from the innovations
         (:class:`~xldensf.filters.AdaptiveInflation`), recorded per analysed cycle in the
-        attr ``xldensf_inflation_factors`` (docs/twin.md).
+        attr ``xldensf_inflation_factors`` (docs/twin.md). ``model_error="adaptive"``
+        (any method): before each analysis, noise ``N(0, alpha Q)`` on the latent state
+        (not the parameters), ``Q`` its spread across the trained parameters, ``alpha``
+        from the innovations (:class:`~xldensf.filters.AdaptiveModelError`; a mapping of
+        its keywords, e.g. ``{"lower_bound_se": 0}``, sets them), recorded per analysed
+        cycle in the attr ``xldensf_model_error_variances``.
 
     Returns
     -------
@@ -429,6 +437,13 @@ def assimilate_latent(
         parameter_update = "regression"  # the member score has no cross-covariance
     # inflation="adaptive": AdaptiveInflation of the forecast around a kernel without any
     model_error = settings.pop("model_error", None)  # an additive term around the kernel
+    error_settings = dict(model_error) if isinstance(model_error, Mapping) else {}
+    if isinstance(model_error, Mapping):  # AdaptiveModelError's keywords
+        model_error = "adaptive"
+        unknown = sorted(set(error_settings) - set(MODEL_ERROR_SETTINGS))
+        if unknown:
+            raise ConfigurationError(expected_found("model_error settings",
+                                                    list(MODEL_ERROR_SETTINGS), unknown))
     if model_error is not None:
         check_name("model_error", model_error, MODEL_ERRORS)
     inflation = settings.get("inflation", DEFAULT_LATENT_INFLATION
@@ -445,7 +460,8 @@ def assimilate_latent(
     if adaptive:
         recorded["inflation"] = "adaptive"
     if model_error is not None:
-        recorded["model_error"] = model_error
+        recorded["model_error"] = {"kind": model_error, **error_settings} if error_settings \
+            else model_error
     if method == "ld-ensf":
         recorded.update(standardize=standardize and not paper)
         if likelihood == "decoder":
@@ -464,7 +480,8 @@ def assimilate_latent(
         kernel = inflator = AdaptiveInflation(kernel)
     if model_error is not None:  # noise N(0, alpha Q) on the latent state, not the parameters
         kernel = error_model = AdaptiveModelError(kernel, torch.cat([
-            training_latent_spread(model), torch.zeros(model.n_parameters, dtype=torch.float64)]))
+            training_latent_spread(model), torch.zeros(model.n_parameters, dtype=torch.float64)]),
+            **error_settings)
     if likelihood == "decoder":
         check_obs_std(problem)
         operators, values = decoder_operators(model, problem, geometry, variable_indices)
