@@ -101,6 +101,12 @@ METHODS: dict[str, tuple[dict[str, Any], str]] = {
                                                      "model_error": "adaptive"},
                                                     "standardised, no inflation, adaptive "
                                                     "additive model error"),
+    "ld-ensf-standardized-inflation1-100-model-error": ({"standardize": True,
+                                                         "inflation": 1.0, "steps": 100,
+                                                         "model_error": "adaptive"},
+                                                        "standardised, no inflation, 100 "
+                                                        "steps, adaptive additive model "
+                                                        "error"),
     "ld-ensf-standardized-100-model-error": ({"standardize": True, "steps": 100,
                                               "model_error": "adaptive"},
                                              "standardised, 100 steps, inflation 1.1, "

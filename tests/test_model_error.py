@@ -69,6 +69,18 @@ def test_calibrates_a_collapsing_filter():
     assert 0.7 < spread / error < 1.3
 
 
+def test_alpha_zero_leaves_the_kernel_and_its_generator_alone():
+    """Probes and noise come from the object's own generator: where ``alpha`` is 0 the
+    analysis is the kernel's own, bit for bit, with the same generator state after."""
+    truths, obs, prior = random_walk(10, 0.0, seed=0)
+    kernel = get_filter("enkf")  # stochastic: consumes the generator
+    plain = kernel.analysis(prior, obs[0], OPERATOR, OBS_STD, torch.Generator().manual_seed(7))
+    noisy = AdaptiveModelError(kernel, SCALE)
+    wrapped = noisy.analysis(prior, obs[0], OPERATOR, OBS_STD,
+                             torch.Generator().manual_seed(7))
+    assert noisy.variances == [0.0] and torch.equal(plain, wrapped)
+
+
 def test_perfect_model_adds_nothing_on_most_cycles():
     """A fixed truth, no model error, six seeds of 40 cycles: ``alpha`` is 0 on most cycles
     (the pooled excess is zero in expectation and one standard error is taken off; measured
@@ -98,7 +110,7 @@ def test_noise_only_on_components_with_scale_and_mean_preserved():
     noisy = AdaptiveModelError(echo, scale)
     forecast = 0.01 * torch.randn(50, 3, dtype=F64, generator=torch.Generator().manual_seed(3))
     noisy.analysis(forecast, torch.tensor([3.0, -3.0, 3.0], dtype=F64),
-                   torch.eye(3, dtype=F64), 0.1, torch.Generator().manual_seed(4))
+                   torch.eye(3, dtype=F64), 0.1)
     assert noisy.variances[0] > 0
     assert torch.equal(echo.seen[:, 2], forecast[:, 2])
     assert torch.allclose(echo.seen.mean(dim=0), forecast.mean(dim=0), atol=1e-12)
@@ -110,7 +122,7 @@ def test_batched_problems_get_their_own_alpha():
     ensemble = 0.01 * torch.randn(2, MEMBERS, N_STATE, generator=generator, dtype=F64)
     obs = torch.stack([torch.zeros(N_STATE, dtype=F64), 5 * torch.ones(N_STATE, dtype=F64)])
     noisy = AdaptiveModelError(get_filter("etkf"), SCALE)
-    alpha = noisy.update(ensemble, obs, OPERATOR, OBS_STD, generator)
+    alpha = noisy.update(ensemble, obs, OPERATOR, OBS_STD)
     assert alpha.shape == (2,) and float(alpha[1]) > float(alpha[0])
     assert noisy.analysis(ensemble, obs, OPERATOR, OBS_STD, generator).shape == ensemble.shape
 

@@ -481,7 +481,7 @@ def assimilate_latent(
     if model_error is not None:  # noise N(0, alpha Q) on the latent state, not the parameters
         kernel = error_model = AdaptiveModelError(kernel, torch.cat([
             training_latent_spread(model), torch.zeros(model.n_parameters, dtype=torch.float64)]),
-            **error_settings)
+            seed=int(seed), **error_settings)
     if likelihood == "decoder":
         check_obs_std(problem)
         operators, values = decoder_operators(model, problem, geometry, variable_indices)

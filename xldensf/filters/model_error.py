@@ -95,6 +95,10 @@ class AdaptiveModelError:
         Size of the probes relative to ``scale``.
     lower_bound_se
         Standard errors of the pooled excess under a perfect model taken off (>= 0).
+    seed
+        Seed of the object's own generator for the probes and the noise: the kernel's
+        generator is left alone, so a cycle with ``alpha = 0`` is the kernel's own analysis
+        to the last bit.
 
     Attributes
     ----------
@@ -119,7 +123,8 @@ class AdaptiveModelError:
                  memory: float = DEFAULT_MODEL_ERROR_MEMORY,
                  probes: int = DEFAULT_MODEL_ERROR_PROBES,
                  probe_step: float = DEFAULT_MODEL_ERROR_PROBE_STEP,
-                 lower_bound_se: float = DEFAULT_MODEL_ERROR_LOWER_BOUND_SE) -> None:
+                 lower_bound_se: float = DEFAULT_MODEL_ERROR_LOWER_BOUND_SE,
+                 seed: int = 0) -> None:
         scale = torch.as_tensor(scale)
         if scale.ndim != 1 or not bool(((scale >= 0) & torch.isfinite(scale)).all()) \
                 or not bool((scale > 0).any()):
@@ -139,16 +144,16 @@ class AdaptiveModelError:
         self.scale, self.memory = scale, float(memory)
         self.probes, self.probe_step = probes, float(probe_step)
         self.lower_bound_se = float(lower_bound_se)
+        self._generator = torch.Generator().manual_seed(int(seed))
         self._pooled: tuple[torch.Tensor, ...] | None = None  # E, T, V of the docstring
         self.variances: list[float] = []
         self.estimates: list[float] = []
 
     def _probe_gram(self, mean: torch.Tensor, observations: torch.Tensor, operator: Any,
-                    obs_std: torch.Tensor | float,
-                    generator: torch.Generator | None) -> torch.Tensor:
+                    obs_std: torch.Tensor | float) -> torch.Tensor:
         """``G`` ``(batch, n_obs, n_obs)`` from probes around the forecast mean."""
         batch, _, n_state = mean.shape
-        draws = torch.randn((batch, self.probes, n_state), generator=generator,
+        draws = torch.randn((batch, self.probes, n_state), generator=self._generator,
                             dtype=torch.float64).to(mean)
         step = self.probe_step * self.scale.to(mean)
         problem = prepare_problem(mean + draws * step, observations, operator, obs_std)
@@ -158,8 +163,7 @@ class AdaptiveModelError:
         return wide.transpose(1, 2) @ wide
 
     def update(self, ensemble: torch.Tensor, observations: torch.Tensor, operator: Any,
-               obs_std: torch.Tensor | float,
-               generator: torch.Generator | None = None) -> torch.Tensor:
+               obs_std: torch.Tensor | float) -> torch.Tensor:
         """Pool this cycle's innovations; ``alpha`` ``(batch,)`` to apply to ``ensemble``."""
         problem = prepare_problem(ensemble, observations, operator, obs_std)
         with torch.no_grad():
@@ -171,8 +175,8 @@ class AdaptiveModelError:
                 - forecast.diagonal(dim1=1, dim2=2).sum(dim=1)
             null = forecast + torch.diag_embed(valid)
             variance = 2 * null.square().sum(dim=(1, 2))
-            trace = self._probe_gram(mean, observations, operator, obs_std,
-                                     generator).diagonal(dim1=1, dim2=2).sum(dim=1)
+            trace = self._probe_gram(mean, observations, operator,
+                                     obs_std).diagonal(dim1=1, dim2=2).sum(dim=1)
         if self._pooled is None:
             self._pooled = tuple(torch.zeros_like(excess) for _ in range(3))
         pooled_excess, pooled_trace, pooled_variance = self._pooled
@@ -190,11 +194,11 @@ class AdaptiveModelError:
         return alpha
 
     def analysis(self, ensemble, observations, operator, obs_std, generator=None, **positions):
-        alpha = self.update(ensemble, observations, operator, obs_std, generator)
+        alpha = self.update(ensemble, observations, operator, obs_std)
         if bool((alpha > 0).any()):
             batched = ensemble.ndim == 3
             members = ensemble if batched else ensemble[None]
-            noise = torch.randn(members.shape, generator=generator,
+            noise = torch.randn(members.shape, generator=self._generator,
                                 dtype=torch.float64).to(members)
             n_members = members.shape[1]
             noise = (noise - noise.mean(dim=1, keepdim=True)) \
