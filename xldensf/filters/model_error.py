@@ -56,7 +56,7 @@ from typing import Any
 import torch
 
 from ..errors import DataError, ParameterError, expected_found
-from .base import mean_and_scaled_anomalies, prepare_problem
+from .inflation import innovation_inflation
 
 __all__ = ["AdaptiveModelError", "DEFAULT_MODEL_ERROR_MEMORY", "DEFAULT_MODEL_ERROR_PROBES"]
 
@@ -149,34 +149,29 @@ class AdaptiveModelError:
         self.variances: list[float] = []
         self.estimates: list[float] = []
 
-    def _probe_gram(self, mean: torch.Tensor, observations: torch.Tensor, operator: Any,
-                    obs_std: torch.Tensor | float) -> torch.Tensor:
-        """``G`` ``(batch, n_obs, n_obs)`` from probes around the forecast mean."""
+    def _probe_trace(self, mean: torch.Tensor, observations: torch.Tensor, operator: Any,
+                     obs_std: torch.Tensor | float) -> torch.Tensor:
+        """``tr(G)`` ``(batch,)`` from probes around the forecast mean ``(batch, 1, n)``."""
         batch, _, n_state = mean.shape
         draws = torch.randn((batch, self.probes, n_state), generator=self._generator,
                             dtype=torch.float64).to(mean)
         step = self.probe_step * self.scale.to(mean)
-        problem = prepare_problem(mean + draws * step, observations, operator, obs_std)
-        with torch.no_grad():
-            _, _, scaled, _ = mean_and_scaled_anomalies(problem)
-        wide = scaled.to(torch.float64) / (self.probe_step * math.sqrt(self.probes - 1))
-        return wide.transpose(1, 2) @ wide
+        _, trace, _, _ = innovation_inflation(mean + draws * step, observations, operator,
+                                              obs_std)
+        return trace / self.probe_step ** 2
 
     def update(self, ensemble: torch.Tensor, observations: torch.Tensor, operator: Any,
                obs_std: torch.Tensor | float) -> torch.Tensor:
         """Pool this cycle's innovations; ``alpha`` ``(batch,)`` to apply to ``ensemble``."""
-        problem = prepare_problem(ensemble, observations, operator, obs_std)
+        # d^T d - p, tr(S^T S), tr((S^T S)^2), p: the excess and its perfect-model variance
+        # 2 tr((S S^T + I)^2) = 2 (tr((S^T S)^2) + 2 tr(S^T S) + p)
+        innovation, spread, spread_square, valid = innovation_inflation(
+            ensemble, observations, operator, obs_std)
+        excess = innovation - spread
+        variance = 2 * (spread_square + 2 * spread + valid)
+        mean = (ensemble if ensemble.ndim == 3 else ensemble[None]).mean(dim=1, keepdim=True)
         with torch.no_grad():
-            mean, _, scaled, innovation = mean_and_scaled_anomalies(problem)
-            wide = scaled.to(torch.float64) / math.sqrt(scaled.shape[1] - 1)
-            forecast = wide.transpose(1, 2) @ wide  # S^T S (batch, n_obs, n_obs)
-            valid = (problem.inverse_std > 0).to(torch.float64)
-            excess = innovation.to(torch.float64).square().sum(dim=1) - valid.sum(dim=1) \
-                - forecast.diagonal(dim1=1, dim2=2).sum(dim=1)
-            null = forecast + torch.diag_embed(valid)
-            variance = 2 * null.square().sum(dim=(1, 2))
-            trace = self._probe_gram(mean, observations, operator,
-                                     obs_std).diagonal(dim1=1, dim2=2).sum(dim=1)
+            trace = self._probe_trace(mean, observations, operator, obs_std)
         if self._pooled is None:
             self._pooled = tuple(torch.zeros_like(excess) for _ in range(3))
         pooled_excess, pooled_trace, pooled_variance = self._pooled
