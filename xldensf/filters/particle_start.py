@@ -367,18 +367,29 @@ def particle_start_cycle(
         return _whitened_residuals(states, observations[index],
                                    per_cycle(operator, index, n_cycles), std[index], repeated)
 
-    def replay(base: torch.Tensor, index: int) -> tuple[torch.Tensor, torch.Tensor,
-                                                        torch.Tensor]:
-        """States at cycle ``index``, past log-likelihood and that cycle's residuals."""
+    def replay(base: torch.Tensor, index: int, threshold: torch.Tensor
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """States at cycle ``index``, past log-likelihood and that cycle's residuals of the
+        rows of ``base`` whose log-likelihood can still exceed ``threshold``, and those
+        rows' indices.
+
+        Early rejection (Solonen et al. 2012): each cycle's log-likelihood is at most 0,
+        so once a row's sum over the cycles replayed so far is at most its ``threshold``
+        the whole sum is too; the row is dropped from the later cycles' decoder passes.
+        """
         states, time = prior.initial_state(base), float(t0)
         past = torch.zeros(base.shape[0], dtype=torch.float64)
+        alive = torch.arange(base.shape[0])
         for cycle_index in range(index + 1):
             target = float(times[cycle_index])
             states, time = advance(states, time, target - time), target
             residuals = residuals_at(states, cycle_index, repeated=False)  # fresh proposals
             if cycle_index < index:
                 past = past + _log_likelihood(residuals)
-        return states, past, residuals
+                kept = past > threshold[alive]
+                if not bool(kept.all()):
+                    states, past, alive = states[kept], past[kept], alive[kept]
+        return states, past, residuals, alive
 
     target_size = max(members, count * resample_fraction) if movable else members
     state = _Candidates(prior.draws if movable else initial, initial,
@@ -462,7 +473,9 @@ def _move(state: _Candidates, prior: CandidatePrior, replay, index: int, beta: f
     (no replay; each half moves in turn, so its screen is fixed while it moves), and only
     those that pass are replayed from ``t0`` and accepted with the ratio of exact to
     screened likelihood ratios: the chain keeps the exact target, and the replays shrink to
-    the screened proposals.
+    the screened proposals. A replay stops early for a proposal whose likelihood over the
+    cycles replayed so far already rules out its acceptance (early rejection: the
+    remaining cycles can only lower it).
     """
     base = state.base.double()
     covariance = torch.cov(base.T).reshape(base.shape[1], base.shape[1])
@@ -494,10 +507,13 @@ def _move(state: _Candidates, prior: CandidatePrior, replay, index: int, beta: f
                                                  proposed_screened[passed])
             if not len(rows):
                 continue
-            states, past, residuals = replay(proposal[rows], index)
+            # accepted iff the exact tempered log-likelihood exceeds this threshold
+            threshold = torch.log(uniform[1, rows]) + proposed_screened + current[rows] \
+                - screened
+            states, past, residuals, alive = replay(proposal[rows], index, threshold)
+            rows, threshold = rows[alive], threshold[alive]
             proposed = past + beta * _log_likelihood(residuals)
-            kept = torch.log(uniform[1, rows]) < (proposed - proposed_screened) - (
-                current[rows] - screened)
+            kept = proposed > threshold
             rows = rows[kept]
             state.base[rows], state.states[rows] = proposal[rows], states[kept]
             state.past[rows], state.residuals[rows] = past[kept], residuals[kept]
