@@ -285,6 +285,7 @@ def particle_start_cycle(
     linear_tolerance: float = 0.05,
     lookahead: int = 5,
     move_cycles: int = 4,
+    early_rejection: bool = True,
 ) -> ParticleStartResult:
     """Cycle ``filter`` after a tempered particle start on ``candidates`` prior draws.
 
@@ -319,6 +320,10 @@ def particle_start_cycle(
         state across the candidates (:func:`observation_nonlinearity` ``<=
         linear_tolerance``), ``members`` resampled candidates go to the filter, which
         analyses every later cycle.
+    early_rejection
+        Stop replaying a proposal once its log-likelihood over the cycles replayed so far
+        rules out its acceptance (each cycle's term is at most 0, so every decision is the
+        same: ``False`` gives the same chain with more operator passes).
 
     Returns
     -------
@@ -386,9 +391,14 @@ def particle_start_cycle(
             residuals = residuals_at(states, cycle_index, repeated=False)  # fresh proposals
             if cycle_index < index:
                 past = past + _log_likelihood(residuals)
+                if not early_rejection:
+                    continue
                 kept = past > threshold[alive]
                 if not bool(kept.all()):
                     states, past, alive = states[kept], past[kept], alive[kept]
+                    residuals = residuals[kept]
+                if not len(alive):  # every proposal rejected: nothing left to decode
+                    break
         return states, past, residuals, alive
 
     target_size = max(members, count * resample_fraction) if movable else members
