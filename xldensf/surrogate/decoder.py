@@ -9,6 +9,7 @@ Built by :meth:`~xldensf.surrogate.LatentModel.decoder_at`; see the example of
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 
 import torch
@@ -25,18 +26,25 @@ _DECODE_ROWS = 4096
 
 _ACTIVATION_NAMES = {nn.Tanh: "tanh", nn.SiLU: "silu"}
 
+#: Environment variable that opts in to oneDNN's linear for the hidden layers.
+ONEDNN_LINEAR_VARIABLE = "XLDENSF_ONEDNN_LINEAR"
 #: Whether oneDNN's linear (``torch.ops.mkldnn._linear_pointwise``) is used for the hidden
-#: layers of :meth:`DecoderAtPoints.fields` on float32 CPU tensors: ``None`` until first
-#: tried, ``False`` once it failed (then ``torch.addmm``). On the AMD EPYC machine of the
-#: benchmarks it is bit-identical to ``addmm`` (MKL) for these layers and about 1.8x faster
-#: (MKL takes its AVX2 path on AMD, oneDNN its AVX-512 one); docs/ldensf.md "Speed".
-_ONEDNN_LINEAR: list[bool | None] = [None]
+#: layers of :meth:`DecoderAtPoints.fields` on float32 CPU tensors: off (``False``: MKL's
+#: ``torch.addmm``) unless the environment variable ``XLDENSF_ONEDNN_LINEAR=1`` is set
+#: when xldensf is imported (then ``None`` until first tried, ``False`` once it failed).
+#: On an AMD EPYC machine oneDNN ran these layers about 1.8x faster than MKL (MKL's AVX2
+#: path on AMD), on an Intel Xeon no faster; but with it the same seeded call gave a
+#: different analysis in some fresh processes (MKL never did), so it is off by default
+#: (docs/ldensf.md "Speed").
+_ONEDNN_LINEAR: list[bool | None] = [None if os.environ.get(ONEDNN_LINEAR_VARIABLE) == "1"
+                                     else False]
 
 
 def _linear(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
             out: torch.Tensor) -> torch.Tensor:
-    """``hidden @ weight.T + bias``: oneDNN's linear on float32 CPU tensors where it runs
-    (a new tensor), else ``torch.addmm`` into ``out``.
+    """``hidden @ weight.T + bias``: ``torch.addmm`` into ``out``, or (opted in with
+    ``XLDENSF_ONEDNN_LINEAR=1``) oneDNN's linear on float32 CPU tensors where it runs (a new
+    tensor).
 
     Examples
     --------
