@@ -39,6 +39,8 @@ CONFIGS = [("Var4D Lag 1", 1, 0.2, 0.46), ("Var4D Lag 2", 2, 0.1, 0.39),
            ("Var4D Lag 4", 4, 0.02, 0.37)]
 DT, DKO, BURN_IN_TIME = 0.05, 4, 20.0
 RESULTS = Path(__file__).parent / "results"
+#: ``--background``: the shape of B (scaled by xB).
+BACKGROUNDS = {"clim": "the climatological covariance of the truth", "eye": "the identity"}
 
 
 class _ResolvedOperator:
@@ -195,7 +197,7 @@ def main() -> None:
     parser.add_argument("--dapper-worker", nargs=2, metavar=("DATA", "OUT"))
     parser.add_argument("--dko", type=int, default=DKO,
                         help="model steps between observations (sakov2008 itself: 1)")
-    parser.add_argument("--background", choices=("clim", "eye"), default="clim",
+    parser.add_argument("--background", choices=sorted(BACKGROUNDS), default="clim",
                         help="B's shape: the truth's climatology (DAPPER 1.x's default) or "
                              "the identity (DAPPER's default when the notes were written)")
     parser.add_argument("--output", default="var4d_lorenz96",
@@ -214,10 +216,7 @@ def main() -> None:
                    + " ".join(sys.argv[1:]),
         "setting": (f"N = 40, F = 8, dt = {DT}, all variables observed every {args.dko} steps, "
                     f"R = I, {args.cycles} cycles, RMSE averaged over analysis times after "
-                    f"t = {BURN_IN_TIME:g}; B = xB * "
-                    + ("the climatological covariance of the truth; " if args.background
-                       == "clim" else "the identity; ")
-                    +
+                    f"t = {BURN_IN_TIME:g}; B = xB * {BACKGROUNDS[args.background]}; "
                     "Gauss-Newton, 10 iterations per window; seed "
                     f"{args.seed}. DAPPER published: sakov2008 tuning notes (Bocquet & Sakov "
                     "2013, Fig. 4)."),

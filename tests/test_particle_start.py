@@ -203,7 +203,6 @@ def test_nonlinearity_is_zero_for_linear_and_large_for_folded_observations():
     assert observation_nonlinearity(states, folded, weights) == pytest.approx(36.3, rel=0.1)
 
 
-
 def test_early_rejection_keeps_the_chain_and_saves_operator_passes():
     """Prior N(0, I_2); cycles observe u1, u2, u1, u2 with errors 0.05, 0.01, 0.005, 0.001,
     so every cycle needs tempered moves and the later moves replay earlier cycles that
