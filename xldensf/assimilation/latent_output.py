@@ -58,6 +58,11 @@ def _frame_decoder(model: LatentModel, problem: Any, at: torch.Tensor | None
     return decode, (model.n_variables, *space)
 
 
+def _decode_block(decode: Any, frame: torch.Tensor) -> np.ndarray:
+    """One frame's block ``(1, members, n_variables, *space)`` of the lazy fields."""
+    return decode(frame)[None]
+
+
 def _decoded_fields(decode: Any, shape: tuple[int, ...], ensemble: torch.Tensor, output: str
                     ) -> tuple[str, list[Any]]:
     """The fields of ``ensemble`` ``(time, members, ...)`` per variable, as ``output``
@@ -67,21 +72,19 @@ def _decoded_fields(decode: Any, shape: tuple[int, ...], ensemble: torch.Tensor,
     frames = [frame.detach().cpu() for frame in ensemble]
     if output == "lazy":
         try:
-            import dask
             import dask.array as da
         except ImportError:  # without dask: decode now
             output = "members"
         else:
-            n_members = frames[0].shape[0]
-            # explicit keys: dask's default tokenising pickles ``decode`` (the whole model)
-            # once per frame, which cost more than the filter itself
-            token = f"xldensf-decode-{uuid.uuid4().hex}"
-            delayed_decode = dask.delayed(decode, name=token, pure=False)
-            stacked = da.stack([
-                da.from_delayed(delayed_decode(frame, dask_key_name=f"{token}-{index}"),
-                                shape=(n_members, *shape), dtype=np.float64,
-                                name=f"{token}-array-{index}")
-                for index, frame in enumerate(frames)])
+            # one task per frame in a graph written out: dask's default tokenising pickles
+            # ``decode`` (the whole model) once per frame, and one ``from_delayed`` per
+            # frame took 36 ms of a 1.8 s call (51 frames; this graph: 7 ms)
+            name = f"xldensf-decode-{uuid.uuid4().hex}"
+            origin = (0,) * len(shape)
+            graph = {(name, index, 0, *origin): (_decode_block, decode, frame)
+                     for index, frame in enumerate(frames)}
+            chunks = ((1,) * len(frames), (frames[0].shape[0],), *((size,) for size in shape))
+            stacked = da.Array(graph, name, chunks, dtype=np.float64)
             return "members", [stacked[:, :, index] for index in range(shape[0])]
     if output == "members":  # frame by frame: bounded working memory on any grid
         decoded = np.stack([decode(frame) for frame in frames])

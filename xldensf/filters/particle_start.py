@@ -464,7 +464,7 @@ def _nearest_values(base: torch.Tensor, values: torch.Tensor, factor: torch.Tens
     reference = whiten(base)
 
     def nearest(points: torch.Tensor) -> torch.Tensor:
-        return values[torch.cdist(whiten(points), reference).argmin(dim=1)]
+        return values[torch.cdist(whiten(points), reference).min(dim=1).indices]
 
     return nearest
 
