@@ -76,13 +76,15 @@ def _decoded_fields(decode: Any, shape: tuple[int, ...], ensemble: torch.Tensor,
         except ImportError:  # without dask: decode now
             output = "members"
         else:
-            # one task per frame in a graph written out: dask's default tokenising pickles
-            # ``decode`` (the whole model) once per frame; one ``from_delayed`` per frame
-            # made the output 18 ms of a 1.7 s call (51 frames; with this graph 7 ms)
+            # one task per frame in a graph written out, all referring to one key that
+            # holds ``decode`` (the whole model: serialised once, and never tokenised);
+            # one ``from_delayed`` per frame made the output 18 ms of a 1.7 s call (51
+            # frames; with this graph 7 ms)
             name = f"xldensf-decode-{uuid.uuid4().hex}"
-            origin = (0,) * len(shape)
-            graph = {(name, index, 0, *origin): (_decode_block, decode, frame)
-                     for index, frame in enumerate(frames)}
+            decoder_key, origin = f"{name}-decoder", (0,) * len(shape)
+            graph: dict[Any, Any] = {decoder_key: decode}
+            graph.update({(name, index, 0, *origin): (_decode_block, decoder_key, frame)
+                          for index, frame in enumerate(frames)})
             chunks = ((1,) * len(frames), (frames[0].shape[0],), *((size,) for size in shape))
             stacked = da.Array(graph, name, chunks, dtype=np.float64)
             return "members", [stacked[:, :, index] for index in range(shape[0])]

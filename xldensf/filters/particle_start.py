@@ -166,10 +166,11 @@ def _distinct_rows(ensemble: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     >>> _distinct_rows(clash)[0].shape[0]
     2
     """
-    weights = torch.arange(1, ensemble.shape[1] + 1, dtype=torch.float64).sqrt()
+    device = ensemble.device
+    weights = torch.arange(1, ensemble.shape[1] + 1, dtype=torch.float64, device=device).sqrt()
     keys, inverse = torch.unique(ensemble.double() @ weights, return_inverse=True)
-    first = torch.empty(len(keys), dtype=torch.long).scatter_(
-        0, inverse, torch.arange(ensemble.shape[0]))
+    first = torch.empty(len(keys), dtype=torch.long, device=device).scatter_(
+        0, inverse, torch.arange(ensemble.shape[0], device=device))
     unique = ensemble[first]
     if torch.equal(unique[inverse], ensemble):
         return unique, inverse
