@@ -77,9 +77,8 @@ def _decoded_fields(decode: Any, shape: tuple[int, ...], ensemble: torch.Tensor,
             output = "members"
         else:
             # one task per frame in a graph written out, all referring to one key that
-            # holds ``decode`` (the whole model: serialised once, and never tokenised);
-            # one ``from_delayed`` per frame made the output 18 ms of a 1.7 s call (51
-            # frames; with this graph 7 ms)
+            # holds ``decode`` (the whole model: serialised once, and never tokenised;
+            # cheaper than one ``from_delayed`` per frame, docs/ldensf.md "Speed")
             name = f"xldensf-decode-{uuid.uuid4().hex}"
             decoder_key, origin = f"{name}-decoder", (0,) * len(shape)
             graph: dict[Any, Any] = {decoder_key: decode}
