@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from var4d_lorenz96 import _PatchedObs  # noqa: E402  (DAPPER 1.7.1's Var4D needs it)
+from var4d_lorenz96 import PatchedObs  # noqa: E402  (DAPPER 1.7.1's Var4D needs it)
 
 #: method name -> (DAPPER method, its keywords as in the notes' line, the notes' RMSE); the
 #: ``eye`` rows set ``B = xB I``: the default B of DAPPER's Var4D when the notes were
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> None:
 
     dapper.tools.progressbar.disable_progbar = True
     HMM.tseq = modelling.Chronology(0.05, dko=4, Ko=args.cycles, BurnIn=20)
-    HMM.Obs = _PatchedObs(HMM.Obs)
+    HMM.Obs = PatchedObs(HMM.Obs)
     np.random.seed(args.seed)  # noqa: NPY002 - DAPPER draws from numpy's global state
     truth, observations = HMM.simulate()
     rows = []

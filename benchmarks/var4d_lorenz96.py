@@ -61,7 +61,7 @@ class _ResolvedOperator:
         return getattr(self._operator, name)
 
 
-class _PatchedObs:
+class PatchedObs:
     """``HMM.Obs`` whose ``Obs(ko)`` is a :class:`_ResolvedOperator`."""
 
     def __init__(self, obs):
@@ -93,7 +93,7 @@ def dapper_worker(data_path: str, out_path: str, dko: int = DKO) -> None:
     observation["noise"] = 1.0
     initial = modelling.GaussRV(mu=data["mu"], C=0.001)
     model = modelling.HiddenMarkovModel(dynamics, observation, tseq, initial)
-    model.Obs = _PatchedObs(model.Obs)
+    model.Obs = PatchedObs(model.Obs)
     results = []
     for label, lag, xb, _ in CONFIGS:
         method = da.Var4D(B=data["B"], xB=xb, Lag=lag, nIter=10)
