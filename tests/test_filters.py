@@ -557,3 +557,42 @@ def test_ensemble_linearisation_on_the_first_members_only():
     assert not torch.allclose(fit.matrix, whole.matrix)  # the subset's own fit
     with pytest.raises(DataError, match="linearize_members"):
         StandardizedAnalysis(EnSF(), linearize="ensemble", linearize_members=1)
+
+
+def test_sigma_point_linearisation_is_exact_for_quadratic_operators():
+    # For H(x) = A x + x^T Q_k x per observation k and a Gaussian with the ensemble's mean m
+    # and covariance P: E[dH/dx] = A + 2 m^T Q_k, E[H] = A m + m^T Q_k m + tr(Q_k P). The
+    # central differences along the principal axes reproduce both exactly (float64
+    # rounding: 1e-10), with 2 n + 1 operator rows.
+    from xldensf.errors import DataError
+    from xldensf.filters.wrappers import StandardizedAnalysis, sigma_point_linearization
+    generator = torch.Generator().manual_seed(3)
+    n_state, n_obs = 4, 3
+    ensemble = (torch.randn(50, n_state, generator=generator, dtype=torch.float64)
+                @ torch.randn(n_state, n_state, generator=generator, dtype=torch.float64)
+                + 2.0)
+    linear = torch.randn(n_obs, n_state, generator=generator, dtype=torch.float64)
+    quadratic = torch.randn(n_obs, n_state, n_state, generator=generator, dtype=torch.float64)
+    quadratic = quadratic + quadratic.transpose(1, 2)
+    rows = []
+
+    def observe(state):
+        rows.append(state.shape[0])
+        return state @ linear.T + torch.einsum("mi,kij,mj->mk", state, quadratic, state)
+
+    fit, offset = sigma_point_linearization(observe, ensemble)
+    mean, covariance = ensemble.mean(dim=0), torch.cov(ensemble.T)
+    expected_jacobian = linear + 2.0 * torch.einsum("i,kij->kj", mean, quadratic)
+    expected_mean = (linear @ mean + torch.einsum("i,kij,j->k", mean, quadratic, mean)
+                     + torch.einsum("kij,ji->k", quadratic, covariance))
+    assert rows == [2 * n_state + 1]
+    torch.testing.assert_close(fit.matrix, expected_jacobian, atol=1e-10, rtol=1e-10)
+    torch.testing.assert_close(offset + fit.matrix @ mean, expected_mean, atol=1e-10,
+                               rtol=1e-10)
+    # a rank-deficient ensemble: only its 2 axes are differenced, the fit acts on its span
+    flat = torch.cat([ensemble[:, :2], torch.zeros(50, 2, dtype=torch.float64)], dim=1)
+    fit, _ = sigma_point_linearization(lambda x: x @ linear.T, flat)
+    torch.testing.assert_close(fit.matrix[:, :2], linear[:, :2], atol=1e-10, rtol=1e-10)
+    assert fit.matrix[:, 2:].abs().max() < 1e-12
+    with pytest.raises(DataError, match="linearize"):
+        StandardizedAnalysis(EnSF(), linearize="sigma")

@@ -158,10 +158,13 @@ def test_linearized_decoder_is_exact_for_a_linear_decoder(linear_model):
     _, observations = linear_observations(linear_model, 2.4, stations=4, noise=0.3)
     runs = [observations.ldensf.assimilate(linear_model, members=10, seed=0, steps=20,
                                            linearize=linearize, return_latent=True)
-            for linearize in (False, True)]
-    # a linear decoder is its own tangent: the same analysis up to float64 round-off
-    np.testing.assert_allclose(runs[1]["latent"], runs[0]["latent"], atol=1e-9)
+            for linearize in (False, True, "ensemble", "sigma-points")]
+    # a linear decoder is its own tangent, ensemble fit and sigma-point fit: the same
+    # analysis up to float64 round-off
+    for run in runs[1:]:
+        np.testing.assert_allclose(run["latent"], runs[0]["latent"], atol=1e-9)
     assert json.loads(runs[1].attrs["xldensf_settings"])["linearize"] is True
+    assert json.loads(runs[3].attrs["xldensf_settings"])["linearize"] == "sigma-points"
     with pytest.raises(xl.ConfigurationError, match="linearize=True: expected method='ld-"):
         observations.ldensf.assimilate(linear_model, method="etkf", linearize=True)
 

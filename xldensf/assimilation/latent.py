@@ -69,7 +69,7 @@ from ..filters import cycle, get_filter, particle_start_cycle
 from ..filters.ensf import PAPER_CASES, EnSF
 from ..filters.inflation import AdaptiveInflation
 from ..filters.model_error import AdaptiveModelError
-from ..filters.wrappers import BoundedAnalysis, StandardizedAnalysis
+from ..filters.wrappers import LINEARIZATIONS, BoundedAnalysis, StandardizedAnalysis
 from ..options import resolve_seed
 from ..surrogate import LatentModel
 from ..surrogate.dataset import frame_indices
@@ -140,10 +140,10 @@ DEFAULT_LATENT_STEPS = 20
 #: Default time grid of the default latent EnSF, ``t_k = (1 - k / steps) ** 3``: more of
 #: the few steps near ``t = 0``, where the scores are stiffest (docs/ldensf.md).
 DEFAULT_LATENT_TIME_POWER = 3.0
-#: Members the default analysis fits its ensemble linearisation of the decoder on (the
-#: first of the forecast members, which are exchangeable; all of them when fewer): half
-#: the decoder passes of the filter cycles, with the same accuracy on the tsunami's
-#: truths 0-14 (docs/ldensf.md, "Speed").
+#: Members ``linearize="ensemble"`` fits its linearisation of the decoder on (the first
+#: of the forecast members, which are exchangeable; all of them when fewer): half the
+#: decoder passes of all 200, with the same accuracy on the tsunami's truths 0-14
+#: (docs/ldensf.md, "Speed"; the default is ``"sigma-points"`` since).
 DEFAULT_LINEARIZE_MEMBERS = 100
 #: How the first cycles start (``start=``): ``"particles"`` (a resample-move particle
 #: start on many prior draws, :func:`~xldensf.filters.particle_start_cycle` with a
@@ -279,9 +279,14 @@ def assimilate_latent(
         for a linear decoder, an approximation otherwise; ``"tangent"`` is the same).
         ``"ensemble"``: the least-squares linear fit of the decoder at the stations over
         the forecast members (:func:`~xldensf.filters.wrappers.ensemble_linearization`,
-        one decoder pass per cycle; the linearisation of an ensemble Kalman filter).
-        ``None`` (default): ``"ensemble"`` for the default analysis with the decoder
-        likelihood (docs/ldensf.md), off otherwise.
+        one decoder pass over the first ``DEFAULT_LINEARIZE_MEMBERS`` members per cycle;
+        the linearisation of an ensemble Kalman filter). ``"sigma-points"``: that of a
+        Gaussian with the forecast ensemble's mean and covariance, by central differences
+        along its principal axes
+        (:func:`~xldensf.filters.wrappers.sigma_point_linearization`, ``2 n + 1``
+        decoder evaluations per cycle for ``n`` latents and parameters, whatever the
+        member count). ``None`` (default): ``"sigma-points"`` for the default analysis
+        with the decoder likelihood (docs/ldensf.md), off otherwise.
     standardize
         Run the EnSF on the forecast ensemble's standardised coordinates (mean and spread
         per component, each scale capped so the linearised likelihood stays resolvable by
@@ -404,7 +409,7 @@ def assimilate_latent(
     if likelihood is not None:
         check_name("likelihood", likelihood, LIKELIHOODS)
     if linearize is None:  # the default analysis: linearised decoder (docs/ldensf.md)
-        linearize = "ensemble" if method == "ld-ensf" and analysis == "bayesian" and \
+        linearize = "sigma-points" if method == "ld-ensf" and analysis == "bayesian" and \
             likelihood != "encoder" else False
         explicit_linearize = False
     else:
@@ -423,9 +428,9 @@ def assimilate_latent(
     problem, geometry = latent_observation_problem(observations, model, obs_error)
     likelihood = likelihood or default_likelihood(model, problem, geometry,
                                                   explicit_linearize)
-    if linearize not in (True, False, "tangent", "ensemble"):
-        raise ConfigurationError(expected_found("linearize", "True, False, 'tangent', "
-                                                "'ensemble' or None", linearize))
+    if linearize not in (True, False, *LINEARIZATIONS):
+        raise ConfigurationError(expected_found(
+            "linearize", f"True, False, None or one of {list(LINEARIZATIONS)}", linearize))
     linearize = (linearize if likelihood == "decoder" else False) or False
     frames = frame_indices(model, problem.times, stacklevel=3)
     if (np.diff(frames) < 1).any():

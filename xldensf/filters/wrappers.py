@@ -42,6 +42,8 @@ __all__ = [
     "SplitGlobalAnalysis",
     "regress_unobserved",
     "ensemble_linearization",
+    "sigma_point_linearization",
+    "LINEARIZATIONS",
     "DEFAULT_SCALE_CAP",
 ]
 
@@ -50,6 +52,13 @@ __all__ = [
 #: default 100 Euler-Maruyama steps of the EnSF integrate stably (``dt max sigma^2 h`` is
 #: then about 0.04).
 DEFAULT_SCALE_CAP = 3.0
+#: Names of :class:`StandardizedAnalysis`'s ``linearize`` modes (``True`` is ``"tangent"``).
+LINEARIZATIONS = ("tangent", "ensemble", "sigma-points")
+#: Step of :func:`sigma_point_linearization` along each principal axis, in standard
+#: deviations: ``sqrt(3)``, the nodes of the three-point Gauss-Hermite rule (the
+#: divided-difference filter's choice for a Gaussian), which makes the central difference
+#: of a cubic along the axis equal its Gaussian expectation of the slope.
+SIGMA_POINT_STEP = 3.0 ** 0.5
 #: Scale given to a component or block without spread (e.g. velocities that all start at
 #: rest): the ensemble cannot update it, and a tiny scale keeps a sampler's unit noise out.
 _NO_SPREAD_SCALE = 1e-8
@@ -105,7 +114,10 @@ class StandardizedAnalysis:
         ``True`` (or ``"tangent"``): replace the operator by its tangent at the forecast mean
         (one Jacobian per analysis instead of an operator evaluation per sampler step);
         ``"ensemble"``: by its statistical linearisation over the forecast ensemble
-        (:func:`ensemble_linearization`, one operator pass per analysis).
+        (:func:`ensemble_linearization`, one operator pass per analysis);
+        ``"sigma-points"``: by that of a Gaussian with the ensemble's mean and covariance
+        (:func:`sigma_point_linearization`, ``2 r + 1`` operator evaluations for an
+        ensemble of rank ``r``, at most ``2 n_state + 1``, whatever the member count).
     linearize_members
         ``"ensemble"`` only: fit the linearisation on the first this many members (an
         operator pass over fewer members; the forecast members are exchangeable), or
@@ -132,6 +144,9 @@ class StandardizedAnalysis:
                                            fixed_scale))
         self.kernel, self.name, self.blocks, self.cap = kernel, kernel.name, blocks, cap
         self.fixed_scale = fixed_scale
+        if linearize not in (True, False, *LINEARIZATIONS):
+            raise DataError(expected_found("linearize", f"True, False or one of "
+                                           f"{list(LINEARIZATIONS)}", linearize))
         if linearize_members is not None and not (isinstance(linearize_members, int)
                                                   and linearize_members >= 2):
             raise DataError(expected_found("linearize_members", "an integer >= 2 or None",
@@ -172,6 +187,8 @@ class StandardizedAnalysis:
             fitted = ensemble if self.linearize_members is None else ensemble[
                 :self.linearize_members]
             observed, offset = ensemble_linearization(operator, fitted)
+        elif self.linearize == "sigma-points":
+            observed, offset = sigma_point_linearization(operator, ensemble)
         elif self.linearize:  # the tangent at the forecast mean
             observed, offset = operator.linearized(
                 shift if self.fixed_scale is None else ensemble.mean(dim=0))
@@ -299,3 +316,55 @@ def ensemble_linearization(operator: ObservationOperator, ensemble: torch.Tensor
     matrix = gain.T.contiguous()
     offset = observed_mean - matrix @ mean
     return ObservationOperator(matrix=matrix.to(ensemble.dtype)), offset.to(ensemble.dtype)
+
+
+def sigma_point_linearization(operator: ObservationOperator, ensemble: torch.Tensor,
+                              step: float = SIGMA_POINT_STEP
+                              ) -> tuple[ObservationOperator, torch.Tensor]:
+    """The statistical linearisation of ``operator`` for a Gaussian with the mean ``m`` and
+    covariance ``P = sum_i s_i s_i^T`` of the ``ensemble`` ``(members, n_state)``, by
+    central differences along its principal axes ``s_i``: ``H(x) ~ G x + offset`` with
+
+        G P = sum_i d_i s_i^T,   d_i = (H(m + c s_i) - H(m - c s_i)) / (2 c),
+        offset = H(m) + sum_i (H(m + c s_i) + H(m - c s_i) - 2 H(m)) / (2 c^2) - G m,
+
+    ``c = step`` (the divided-difference filter of Norgaard, Poulsen & Ravn, 2000). Exact
+    for linear and quadratic operators (``G`` is then the Gaussian expectation of the
+    Jacobian and ``offset + G m`` that of ``H``); ``2 r + 1`` operator evaluations for an
+    ensemble of rank ``r`` (the axes with a singular value above ``1e-10`` of the largest),
+    against one per member for :func:`ensemble_linearization`.
+
+    Examples
+    --------
+    >>> import torch
+    >>> ensemble = torch.randn(200, 2, generator=torch.Generator().manual_seed(0),
+    ...                        dtype=torch.float64)
+    >>> fit, offset = sigma_point_linearization(
+    ...     ObservationOperator.wrap(lambda x: x[..., :1] ** 2 + 3.0 * x[..., 1:]), ensemble)
+    >>> mean = ensemble.mean(dim=0)
+    >>> torch.allclose(fit.matrix, torch.stack([2 * mean[0], torch.tensor(3.0).double()])[None])
+    True
+    >>> expected = (ensemble[:, 0].var() - mean[0] ** 2).item()  # E[x0^2] - G m
+    >>> round(offset.item() - expected, 12) + 0.0
+    0.0
+    """
+    operator = ObservationOperator.wrap(operator)
+    wide = ensemble.to(torch.float64)  # the fit in float64 whatever the model's dtype
+    mean = wide.mean(dim=0)
+    _, singular, axes_t = torch.linalg.svd((wide - mean) / max(len(wide) - 1, 1) ** 0.5,
+                                           full_matrices=False)
+    kept = singular > singular[0] * 1e-10
+    singular, directions = singular[kept], axes_t[kept]
+    axes = singular[:, None] * directions            # (rank, n_state): P = axes^T axes
+    points = torch.cat([mean[None], mean + step * axes, mean - step * axes])
+    with torch.no_grad():
+        observed = operator(points.to(ensemble.dtype)).to(torch.float64)
+    rank = len(axes)
+    centre, plus, minus = observed[0], observed[1:1 + rank], observed[1 + rank:]
+    slopes = (plus - minus) / (2.0 * step)          # (rank, n_obs): d_i
+    # G = (sum_i d_i s_i^T) P^+ with P^+ = V diag(singular^-2) V^T, so G = sum d_i v_i^T / sv_i
+    matrix = (slopes / singular[:, None]).T @ directions
+    observed_mean = centre + ((plus + minus - 2.0 * centre) / (2.0 * step ** 2)).sum(dim=0)
+    offset = observed_mean - matrix @ mean
+    return (ObservationOperator(matrix=matrix.contiguous().to(ensemble.dtype)),
+            offset.to(ensemble.dtype))
