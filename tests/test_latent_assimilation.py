@@ -165,6 +165,12 @@ def test_linearized_decoder_is_exact_for_a_linear_decoder(linear_model):
         np.testing.assert_allclose(run["latent"], runs[0]["latent"], atol=1e-9)
     assert json.loads(runs[1].attrs["xldensf_settings"])["linearize"] is True
     assert json.loads(runs[3].attrs["xldensf_settings"])["linearize"] == "sigma-points"
+    # the default is the cheaper fit: sigma points (2 n + 1 = 7 evaluations here) unless
+    # the ensemble fit needs fewer (members=6)
+    n_state = linear_model.latent_dim + linear_model.n_parameters
+    for members, expected in ((10, "sigma-points"), (2 * n_state, "ensemble")):
+        run = observations.ldensf.assimilate(linear_model, members=members, seed=0, steps=5)
+        assert json.loads(run.attrs["xldensf_settings"])["linearize"] == expected
     with pytest.raises(xl.ConfigurationError, match="linearize=True: expected method='ld-"):
         observations.ldensf.assimilate(linear_model, method="etkf", linearize=True)
 

@@ -69,7 +69,12 @@ from ..filters import cycle, get_filter, particle_start_cycle
 from ..filters.ensf import PAPER_CASES, EnSF
 from ..filters.inflation import AdaptiveInflation
 from ..filters.model_error import AdaptiveModelError
-from ..filters.wrappers import LINEARIZATIONS, BoundedAnalysis, StandardizedAnalysis
+from ..filters.wrappers import (
+    LINEARIZATIONS,
+    BoundedAnalysis,
+    StandardizedAnalysis,
+    cheaper_linearization,
+)
 from ..options import resolve_seed
 from ..surrogate import LatentModel
 from ..surrogate.dataset import frame_indices
@@ -285,8 +290,9 @@ def assimilate_latent(
         along its principal axes
         (:func:`~xldensf.filters.wrappers.sigma_point_linearization`, ``2 n + 1``
         decoder evaluations per cycle for ``n`` latents and parameters, whatever the
-        member count). ``None`` (default): ``"sigma-points"`` for the default analysis
-        with the decoder likelihood (docs/ldensf.md), off otherwise.
+        member count). ``None`` (default): for the default analysis with the decoder
+        likelihood the cheaper of the two (``"sigma-points"`` unless ``2 n + 1`` exceeds
+        the ensemble fit's members; docs/ldensf.md), off otherwise.
     standardize
         Run the EnSF on the forecast ensemble's standardised coordinates (mean and spread
         per component, each scale capped so the linearised likelihood stays resolvable by
@@ -409,8 +415,10 @@ def assimilate_latent(
     if likelihood is not None:
         check_name("likelihood", likelihood, LIKELIHOODS)
     if linearize is None:  # the default analysis: linearised decoder (docs/ldensf.md)
-        linearize = "sigma-points" if method == "ld-ensf" and analysis == "bayesian" and \
-            likelihood != "encoder" else False
+        linearize = cheaper_linearization(
+            model.latent_dim + model.n_parameters, members, DEFAULT_LINEARIZE_MEMBERS) \
+            if method == "ld-ensf" and analysis == "bayesian" and likelihood != "encoder" \
+            else False
         explicit_linearize = False
     else:
         explicit_linearize = bool(linearize)

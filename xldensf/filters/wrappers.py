@@ -43,6 +43,7 @@ __all__ = [
     "regress_unobserved",
     "ensemble_linearization",
     "sigma_point_linearization",
+    "cheaper_linearization",
     "LINEARIZATIONS",
     "DEFAULT_SCALE_CAP",
 ]
@@ -316,6 +317,20 @@ def ensemble_linearization(operator: ObservationOperator, ensemble: torch.Tensor
     matrix = gain.T.contiguous()
     offset = observed_mean - matrix @ mean
     return ObservationOperator(matrix=matrix.to(ensemble.dtype)), offset.to(ensemble.dtype)
+
+
+def cheaper_linearization(n_state: int, members: int, fit_members: int | None = None) -> str:
+    """``"sigma-points"`` where its ``2 n_state + 1`` operator evaluations are fewer than the
+    ``min(members, fit_members)`` of ``"ensemble"`` (the fit over the first ``fit_members``
+    members; ``None``: all of them), else ``"ensemble"``.
+
+    Examples
+    --------
+    >>> cheaper_linearization(12, 200, 100), cheaper_linearization(60, 200, 100)
+    ('sigma-points', 'ensemble')
+    """
+    fitted = members if fit_members is None else min(members, fit_members)
+    return "sigma-points" if 2 * n_state + 1 < fitted else "ensemble"
 
 
 def sigma_point_linearization(operator: ObservationOperator, ensemble: torch.Tensor,
