@@ -291,7 +291,7 @@ def assimilate_latent(
         (:func:`~xldensf.filters.wrappers.sigma_point_linearization`, ``2 n + 1``
         decoder evaluations per cycle for ``n`` latents and parameters, whatever the
         member count). ``None`` (default): for the default analysis with the decoder
-        likelihood the cheaper of the two (``"sigma-points"`` unless ``2 n + 1`` exceeds
+        likelihood the cheaper of the two (``"sigma-points"`` unless ``2 n + 1`` is at least
         the ensemble fit's members; docs/ldensf.md), off otherwise.
     standardize
         Run the EnSF on the forecast ensemble's standardised coordinates (mean and spread
